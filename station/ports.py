@@ -9,7 +9,7 @@ protocols.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,12 +104,31 @@ class PreparedCertificate:
 class Signer(Protocol):
     """The issuing CA. Thread-safe: many slots call it at once."""
 
+    def key_types(self, work_order: WorkOrder) -> Sequence[KeyType]:
+        """Key types the work order's profile allows, most preferred first."""
+        ...
+
+    def subject_for(
+        self, *, device: DeviceInfo, work_order: WorkOrder, unit_serial: str
+    ) -> SubjectRequest:
+        """The subject the station asks for in GET_CSR, built from the profile (never the device)."""
+        ...
+
     def prepare(
-        self, *, csr_der: bytes, device: DeviceInfo, work_order: WorkOrder, unit_serial: str
+        self,
+        *,
+        csr_der: bytes,
+        nonce: bytes,
+        device: DeviceInfo,
+        work_order: WorkOrder,
+        unit_serial: str,
+        is_key_known: Callable[[str], bool] | None = None,
     ) -> PreparedCertificate:
         """Run the pre-issuance checks and build the TBS certificate. Nothing is signed.
 
-        Raises :class:`station.errors.CsrRejected` with a specific reason.
+        The CSR must carry ``nonce`` (hex) in its challengePassword attribute: a replayed old CSR is
+        refused. ``is_key_known(public_key_sha256_hex)`` is the audit store's lookup for keys
+        already issued. Raises :class:`station.errors.CsrRejected` with a specific reason code.
         """
         ...
 
