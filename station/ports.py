@@ -196,6 +196,10 @@ class AuditStore(Protocol):
 
     def fail_unit(self, unit_id: int, step: Step, error_code: str, error_message: str) -> None: ...
 
+    def is_key_known(self, public_key_sha256: str) -> bool:
+        """True if this public key is already bound to any unit (clone detection)."""
+        ...
+
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
         """The unit holding an issued-but-not-installed certificate for this hardware id, if any.
 
