@@ -1,0 +1,822 @@
+"""The SQLAlchemy audit store: the durable, hash-chained production log.
+
+Theory of operation
+-------------------
+Every public write is one transaction (a unit of work, :meth:`SqlAuditStore._write`) that changes the
+unit row *and* appends the event that describes the change, so the two cannot disagree; it commits
+before the method returns. On SQLite the transaction starts with ``BEGIN IMMEDIATE`` (see
+:mod:`station.audit.engine`), which serialises writers, so the quota check and the chain head read
+cannot be overtaken. On PostgreSQL the same code locks the work order row (``SELECT ... FOR UPDATE``)
+for quota and serial counters, then the single ``chain_head`` row for the append, always in that order.
+
+Quota: a unit consumes quota from its intent on and keeps consuming it whatever happens after, because
+once the intent is durable the HSM may have signed. A unit that fails before its intent does not.
+
+Errors from the database are translated in exactly one place, :meth:`SqlAuditStore._translate`: a
+unique-index violation is an :class:`IdentityConflict` (the database refused a duplicate identity);
+anything else is :class:`AuditWriteFailed`, and the store then stops issuing (``issuing_stopped``)
+until it is reopened (fail closed). A store whose file failed ``PRAGMA quick_check`` at open is
+read-only: every write raises :class:`AuditIntegrityError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from cryptography import x509
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from station.audit.chain import canonical_detail, event_hash
+from station.audit.engine import READ_OPTION, OpenChecks
+from station.audit.models import (
+    ACTIVE_STATUSES,
+    ROLES,
+    ChainHeadRow,
+    EventRow,
+    OperatorRow,
+    UnitRow,
+    WorkOrderRow,
+)
+from station.audit.pins import check_pin, hash_pin
+from station.domain import Step, UnitRecord, UnitStatus, WorkOrder
+from station.errors import (
+    AuditIntegrityError,
+    AuditWriteFailed,
+    ConfigError,
+    IdentityConflict,
+    QuotaExhausted,
+    SigningFailed,
+    StationError,
+)
+from station.ports import PreparedCertificate
+
+REDACTED: Final = "***"
+"""What is stored in place of a secret value: never the value, nor a hash of it (PSKs are guessable)."""
+
+SECRET_KEY_WORDS: Final = ("pin", "password", "passphrase", "psk", "secret", "token")
+"""Detail keys containing these words are redacted even if the caller forgot."""
+
+INTERRUPTED: Final = "interrupted"
+"""Error code of units found mid-flight by :meth:`SqlAuditStore.mark_interrupted`."""
+
+_CONFLICT_WORDS: Final = (
+    ("cert_serial", "certificate serial already used"),
+    ("public_key_sha256", "public key already bound to a unit"),
+    ("hardware_id", "hardware id already belongs to an active unit"),
+    ("serial_number", "unit serial number already used"),
+    ("badge_id", "badge id already registered"),
+    ("number", "work order number already recorded"),
+)
+
+_QUOTA_COUNTED = UnitRow.intent_at.is_not(None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def redact_detail(detail: Mapping[str, str] | None, secret_keys: Sequence[str] = ()) -> dict[str, str]:
+    """Replace the values of secret-looking keys (and the work order's secret keys) with ``***``."""
+    out: dict[str, str] = {}
+    secret = {k.lower() for k in secret_keys}
+    for key, value in (detail or {}).items():
+        low = key.lower()
+        hidden = low in secret or any(word in low for word in SECRET_KEY_WORDS)
+        out[str(key)] = REDACTED if hidden else str(value)
+    return out
+
+
+def redact_commissioning(values: Sequence[tuple[str, str, bool]]) -> list[dict[str, Any]]:
+    """The work order's commissioning values as stored: secrets become ``***``."""
+    return [
+        {"key": key, "value": REDACTED if is_secret else value, "secret": is_secret}
+        for key, value, is_secret in values
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRecord:
+    """One row of the event log, as the GUI and CLI show it."""
+
+    seq: int
+    kind: str
+    station: str
+    occurred_at: str
+    unit_id: int | None = None
+    work_order: str | None = None
+    operator: str | None = None
+    step: str | None = None
+    outcome: str | None = None
+    duration_ms: float | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    hash: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkOrderCounts:
+    """Progress of one work order. ``consumed`` counts every unit that reached intent."""
+
+    work_order: str
+    quantity: int
+    provisioned: int
+    failed: int
+    in_flight: int
+    consumed: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.quantity - self.consumed, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorInfo:
+    badge_id: str
+    name: str
+    role: str
+
+
+class SqlAuditStore:
+    """:class:`station.ports.AuditStore` on SQLAlchemy (SQLite file or PostgreSQL). Thread-safe."""
+
+    def __init__(self, engine: Engine, *, station_id: str, checks: OpenChecks) -> None:
+        if not station_id:
+            raise ValueError("station_id must not be empty")
+        self._engine = engine
+        self._reader = engine.execution_options(**{READ_OPTION: True})
+        self.station_id = station_id
+        self._lock = threading.Lock()
+        self._read_only: str | None = checks.integrity_problem
+        self._stopped: str | None = None
+        if checks.integrity_problem:
+            self._stopped = f"integrity check failed: {checks.integrity_problem}"
+        elif checks.durability_problem:
+            self._stopped = f"durability settings refused: {checks.durability_problem}"
+
+    # -- health ----------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @property
+    def healthy(self) -> bool:
+        """False once issuing has stopped; only reopening the store clears it."""
+        return self._stopped is None
+
+    @property
+    def issuing_stopped(self) -> str | None:
+        """Why issuing stopped (the technician-facing reason), or None."""
+        return self._stopped
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the store refuses all writes (failed integrity check), or None."""
+        return self._read_only
+
+    def stop_issuing(self, reason: str) -> None:
+        """Stop issuing (first reason wins); used on any audit write failure."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = reason
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _require_issuing(self) -> None:
+        if self._read_only is not None:
+            raise AuditIntegrityError(f"audit database is read-only: {self._read_only}")
+        if self._stopped is not None:
+            raise AuditWriteFailed(f"issuing stopped: {self._stopped}", reason=self._stopped)
+
+    # -- unit of work ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, op: str, **context: Any) -> Iterator[Session]:
+        """One write transaction; commits on success, database errors translated in one place."""
+        if self._read_only is not None:
+            raise AuditIntegrityError(f"audit database is read-only: {self._read_only}", op=op)
+        session = Session(self._engine, expire_on_commit=False, autoflush=True)
+        try:
+            with session.begin():
+                yield session
+        except (QuotaExhausted, IdentityConflict) as refusal:
+            session.close()
+            self._log_refusal(op, refusal, context)
+            raise
+        except StationError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            session.close()
+            translated = self._translate(exc, op, context)
+            if isinstance(translated, IdentityConflict):
+                self._log_refusal(op, translated, context)
+            raise translated from exc
+        finally:
+            session.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A read-only session (deferred BEGIN on SQLite: never blocks the writer)."""
+        with Session(self._reader) as session:
+            yield session
+
+    def _translate(self, exc: BaseException, op: str, context: Mapping[str, Any]) -> StationError:
+        """THE place where database exceptions become station errors (and issuing stops)."""
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig)
+        low = text.lower()
+        sqlstate = str(getattr(orig, "sqlstate", "") or "")
+        if isinstance(exc, IntegrityError) and ("unique" in low or sqlstate == "23505"):
+            constraint = str(getattr(getattr(orig, "diag", None), "constraint_name", "") or "")
+            where = f"{constraint} {low}"
+            for word, sentence in _CONFLICT_WORDS:
+                if word in where:
+                    return IdentityConflict(sentence, op=op, **context)
+            return IdentityConflict("identity already recorded", op=op, **context)
+        if "database or disk is full" in low or "no space left" in low or sqlstate == "53100":
+            reason = "disk full: the audit database cannot grow"
+        elif "readonly database" in low or "read-only" in low or sqlstate == "25006":
+            reason = "the audit database is read-only"
+        elif "disk i/o error" in low or "input/output error" in low or sqlstate.startswith("58"):
+            reason = "I/O error writing the audit database"
+        elif "database is locked" in low or sqlstate in ("55P03", "40P01"):
+            reason = "the audit database stayed locked by another writer"
+        elif sqlstate.startswith("08") or "connection" in low:
+            reason = "lost the connection to the audit database"
+        else:
+            reason = f"database error: {text.splitlines()[0] if text else type(orig).__name__}"
+        self.stop_issuing(reason)
+        return AuditWriteFailed(reason, op=op, **context)
+
+    def _log_refusal(self, op: str, refusal: StationError, context: Mapping[str, Any]) -> None:
+        """Refusals are events too; if even that cannot be written, that failure is what the caller sees."""
+        unit_id = context.get("unit_id")
+        with self._write("log_refusal") as s:
+            self._append(
+                s,
+                kind="refusal",
+                unit_id=unit_id if isinstance(unit_id, int) else None,
+                outcome="failed",
+                detail={"op": op, **{k: str(v) for k, v in context.items() if k != "unit_id"}},
+                error_code=refusal.code,
+                error_message=refusal.message,
+            )
+
+    def _append(
+        self,
+        s: Session,
+        *,
+        kind: str,
+        unit_id: int | None = None,
+        work_order: str | None = None,
+        operator: str | None = None,
+        step: str | None = None,
+        outcome: str | None = None,
+        duration_ms: float | None = None,
+        detail: Mapping[str, str] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> EventRow:
+        """Append one chained event; holds the chain head row lock until commit."""
+        head = s.scalars(select(ChainHeadRow).where(ChainHeadRow.id == 1).with_for_update()).one()
+        fields: dict[str, Any] = {
+            "station": self.station_id,
+            "kind": kind,
+            "unit_id": unit_id,
+            "work_order": work_order,
+            "operator": operator,
+            "step": step,
+            "outcome": outcome,
+            "duration_ms": None if duration_ms is None else float(duration_ms),
+            "detail_json": canonical_detail(detail or {}),
+            "error_code": error_code,
+            "error_message": error_message,
+            "occurred_at": _now().isoformat(timespec="microseconds"),
+        }
+        seq = head.seq + 1
+        digest = event_hash(seq, head.hash, fields)
+        row = EventRow(seq=seq, prev_hash=head.hash, hash=digest, **fields)
+        s.add(row)
+        head.seq = seq
+        head.hash = digest
+        s.flush()
+        return row
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _unit(self, s: Session, unit_id: int) -> tuple[UnitRow, WorkOrderRow]:
+        row = s.execute(
+            select(UnitRow, WorkOrderRow).join(WorkOrderRow).where(UnitRow.id == unit_id)
+        ).one_or_none()
+        if row is None:
+            raise ValueError(f"unknown unit id {unit_id}")
+        return row[0], row[1]
+
+    @staticmethod
+    def _expect(unit: UnitRow, *allowed: UnitStatus) -> None:
+        if unit.status not in allowed:
+            wanted = "/".join(allowed)
+            raise ValueError(f"unit {unit.id} is {unit.status}, expected {wanted}")
+
+    @staticmethod
+    def _consumed(s: Session, work_order_id: int) -> int:
+        stmt = select(func.count()).select_from(UnitRow).where(
+            UnitRow.work_order_id == work_order_id, _QUOTA_COUNTED
+        )
+        return int(s.scalar(stmt) or 0)
+
+    @staticmethod
+    def _lock_work_order(s: Session, work_order_id: int) -> WorkOrderRow:
+        stmt = select(WorkOrderRow).where(WorkOrderRow.id == work_order_id).with_for_update()
+        return s.scalars(stmt).one()
+
+    def _ensure_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> WorkOrderRow:
+        row = s.scalars(select(WorkOrderRow).where(WorkOrderRow.number == wo.number)).one_or_none()
+        commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
+        if row is None:
+            row = WorkOrderRow(
+                number=wo.number, product=wo.product, profile=wo.profile, quantity=wo.quantity,
+                serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=1,
+                station=self.station_id, created_at=_now(),
+            )
+            s.add(row)
+            s.flush()
+            self._append(
+                s, kind="work_order_created", work_order=wo.number, operator=operator, outcome="ok",
+                detail={
+                    "product": wo.product, "profile": wo.profile, "quantity": str(wo.quantity),
+                    "serial_format": wo.serial_format, "commissioning": commissioning,
+                },
+            )
+            return row
+        terms = (row.product, row.profile, row.quantity, row.serial_format)
+        if terms != (wo.product, wo.profile, wo.quantity, wo.serial_format):
+            raise ConfigError(
+                f"work order {wo.number} is already recorded with different product, profile, quantity "
+                "or serial format", work_order=wo.number,
+            )
+        return row
+
+    @staticmethod
+    def _secret_keys(wo: WorkOrderRow) -> list[str]:
+        return [str(v["key"]) for v in json.loads(wo.commissioning_json) if v.get("secret")]
+
+    @staticmethod
+    def _record(unit: UnitRow, work_order: str) -> UnitRecord:
+        return UnitRecord(
+            unit_id=unit.id,
+            work_order=work_order,
+            station=unit.station,
+            slot=unit.slot,
+            operator=unit.operator,
+            hardware_id=unit.hardware_id,
+            serial_number=unit.serial_number,
+            status=UnitStatus(unit.status),
+            started_at=_utc(unit.started_at) or unit.started_at,
+            finished_at=_utc(unit.finished_at),
+            public_key_sha256=unit.public_key_sha256,
+            cert_serial=unit.cert_serial,
+            cert_der=unit.cert_der,
+            profile=unit.profile,
+            failed_step=Step(unit.failed_step) if unit.failed_step else None,
+            error_code=unit.error_code,
+            error_message=unit.error_message,
+        )
+
+    # -- AuditStore protocol ---------------------------------------------------------------------
+
+    def create_work_order(self, work_order: WorkOrder, *, operator: str | None = None) -> None:
+        """Record a work order (secrets redacted) and its creation event; idempotent for equal terms."""
+        with self._write("create_work_order", work_order=work_order.number) as s:
+            self._ensure_work_order(s, work_order, operator)
+
+    def start_unit(
+        self, *, work_order: WorkOrder, station: str, slot: str, operator: str, hardware_id: str
+    ) -> int:
+        """Open an attempt; refuses a hardware id held by an active unit, or a used-up work order."""
+        self._require_issuing()
+        with self._write("start_unit", work_order=work_order.number, hardware_id=hardware_id) as s:
+            wo = self._ensure_work_order(s, work_order, operator)
+            active = s.scalar(
+                select(UnitRow.id).where(
+                    UnitRow.hardware_id == hardware_id, UnitRow.status.in_(ACTIVE_STATUSES)
+                )
+            )
+            if active is not None:
+                raise IdentityConflict(
+                    f"hardware id already belongs to active unit {active}", hardware_id=hardware_id
+                )
+            if self._consumed(s, wo.id) >= wo.quantity:
+                raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
+            unit = UnitRow(
+                work_order_id=wo.id, station=station, slot=slot, operator=operator,
+                hardware_id=hardware_id, status=UnitStatus.IN_PROGRESS, started_at=_now(),
+            )
+            s.add(unit)
+            s.flush()
+            self._append(
+                s, kind="unit_started", unit_id=unit.id, work_order=wo.number, operator=operator,
+                outcome="ok",
+                detail={"status": UnitStatus.IN_PROGRESS, "hardware_id": hardware_id, "slot": slot,
+                        "unit_station": station},
+            )
+            return unit.id
+
+    def record_step(
+        self,
+        unit_id: int,
+        step: Step,
+        *,
+        ok: bool,
+        duration_ms: float,
+        detail: dict[str, str] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Append one step event (secret-looking detail keys are redacted here as a second guard)."""
+        with self._write("record_step", unit_id=unit_id, step=str(step)) as s:
+            unit, wo = self._unit(s, unit_id)
+            self._append(
+                s, kind="step", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                step=str(step), outcome="ok" if ok else "failed", duration_ms=duration_ms,
+                detail=redact_detail(detail, self._secret_keys(wo)),
+                error_code=error_code, error_message=error_message,
+            )
+
+    def next_unit_serial(self, unit_id: int) -> str:
+        """Reserve the unit's serial from the work order's counter (never reused, even after failure)."""
+        with self._write("next_unit_serial", unit_id=unit_id) as s:
+            unit, wo = self._unit(s, unit_id)
+            if unit.serial_number is not None:
+                return unit.serial_number
+            wo = self._lock_work_order(s, wo.id)
+            seq = wo.next_seq
+            try:
+                serial = wo.serial_format.format(
+                    product=wo.product, seq=seq, work_order=wo.number, station=self.station_id
+                )
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"work order serial format {wo.serial_format!r} is invalid: {exc}", work_order=wo.number
+                ) from exc
+            wo.next_seq = seq + 1
+            unit.serial_number = serial
+            s.flush()
+            self._append(
+                s, kind="serial_reserved", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                outcome="ok", detail={"serial_number": serial, "seq": str(seq)},
+            )
+            return serial
+
+    def record_intent(self, unit_id: int, prepared: PreparedCertificate) -> None:
+        """Durably reserve cert serial and public key before signing; quota checked under lock."""
+        self._require_issuing()
+        if prepared.serial <= 0 or prepared.serial.bit_length() > 159:
+            raise ValueError("certificate serial must be positive and at most 20 octets")
+        cert_serial = format(prepared.serial, "x")
+        with self._write("record_intent", unit_id=unit_id, cert_serial=cert_serial) as s:
+            unit, wo = self._unit(s, unit_id)
+            self._expect(unit, UnitStatus.IN_PROGRESS)
+            wo = self._lock_work_order(s, wo.id)
+            consumed = self._consumed(s, wo.id)
+            if consumed >= wo.quantity:
+                raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
+            unit.public_key_sha256 = prepared.public_key_sha256.lower()
+            unit.cert_serial = cert_serial
+            unit.tbs_sha256 = prepared.tbs_sha256.lower()
+            unit.profile = prepared.profile
+            unit.status = UnitStatus.INTENT
+            unit.intent_at = _now()
+            s.flush()  # unique indexes speak here, before anything is signed
+            self._append(
+                s, kind="intent", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                outcome="ok",
+                detail={
+                    "status": UnitStatus.INTENT, "serial_number": unit.serial_number or "",
+                    "hardware_id": unit.hardware_id, "cert_serial": cert_serial,
+                    "public_key_sha256": unit.public_key_sha256, "tbs_sha256": unit.tbs_sha256,
+                    "profile": prepared.profile, "quota_remaining": str(wo.quantity - consumed - 1),
+                },
+            )
+
+    def record_issued(self, unit_id: int, cert_der: bytes) -> None:
+        """Store the signed certificate against its intent; it must be the certificate of that intent."""
+        with self._write("record_issued", unit_id=unit_id) as s:
+            unit, wo = self._unit(s, unit_id)
+            self._expect(unit, UnitStatus.INTENT)
+            _check_matches_intent(unit, cert_der)
+            unit.cert_der = cert_der
+            unit.cert_sha256 = hashlib.sha256(cert_der).hexdigest()
+            unit.issued_at = _now()
+            unit.status = UnitStatus.ISSUED
+            s.flush()
+            self._append(
+                s, kind="issued", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                outcome="ok",
+                detail={"status": UnitStatus.ISSUED, "cert_serial": unit.cert_serial or "",
+                        "cert_sha256": unit.cert_sha256},
+            )
+
+    def complete_unit(self, unit_id: int) -> None:
+        with self._write("complete_unit", unit_id=unit_id) as s:
+            unit, wo = self._unit(s, unit_id)
+            self._expect(unit, UnitStatus.ISSUED)
+            unit.status = UnitStatus.PROVISIONED
+            unit.finished_at = _now()
+            s.flush()
+            self._append(
+                s, kind="completed", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                outcome="ok", detail={"status": UnitStatus.PROVISIONED},
+            )
+
+    def fail_unit(self, unit_id: int, step: Step, error_code: str, error_message: str) -> None:
+        """Mark the unit failed at ``step``; its serial and (after intent) its quota stay consumed."""
+        with self._write("fail_unit", unit_id=unit_id) as s:
+            unit, wo = self._unit(s, unit_id)
+            if unit.status == UnitStatus.REVOKED:
+                raise ValueError(f"unit {unit_id} is revoked")
+            self._set_failed(unit, str(step), error_code, error_message)
+            self._append(
+                s, kind="failed", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                step=str(step), outcome="failed", detail={"status": UnitStatus.FAILED},
+                error_code=error_code, error_message=error_message,
+            )
+
+    @staticmethod
+    def _set_failed(unit: UnitRow, step: str | None, code: str, message: str) -> None:
+        unit.status = UnitStatus.FAILED
+        unit.failed_step = step
+        unit.error_code = code
+        unit.error_message = message
+        unit.finished_at = _now()
+
+    def is_key_known(self, public_key_sha256: str) -> bool:
+        with self._read() as s:
+            stmt = select(UnitRow.id).where(UnitRow.public_key_sha256 == public_key_sha256.lower())
+            return s.scalar(stmt.limit(1)) is not None
+
+    def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
+        """The latest certificate of this hardware id if it is issued but not installed.
+
+        That is a unit in ``issued``, or ``failed`` at ``write_cert`` (the write was never
+        acknowledged). Re-send it with :meth:`resume_unit`; never sign a second time.
+        """
+        with self._read() as s:
+            row = s.execute(
+                select(UnitRow, WorkOrderRow.number).join(WorkOrderRow)
+                .where(UnitRow.hardware_id == hardware_id, UnitRow.cert_der.is_not(None))
+                .order_by(UnitRow.id.desc()).limit(1)
+            ).one_or_none()
+        if row is None:
+            return None
+        unit = row[0]
+        resumable = unit.status == UnitStatus.ISSUED or (
+            unit.status == UnitStatus.FAILED and unit.failed_step == Step.WRITE_CERT
+        )
+        return self._record(unit, row[1]) if resumable else None
+
+    # -- beyond the protocol ---------------------------------------------------------------------
+
+    def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
+        """Take an issued-not-installed unit back to ``issued`` in ``slot`` to re-send its certificate."""
+        with self._write("resume_unit", unit_id=unit_id) as s:
+            unit, wo = self._unit(s, unit_id)
+            ok = unit.cert_der is not None and (
+                unit.status == UnitStatus.ISSUED
+                or (unit.status == UnitStatus.FAILED and unit.failed_step == Step.WRITE_CERT)
+            )
+            if not ok:
+                raise ValueError(f"unit {unit_id} has no issued-but-not-installed certificate")
+            unit.status = UnitStatus.ISSUED
+            unit.slot, unit.operator = slot, operator
+            unit.failed_step = unit.error_code = unit.error_message = None
+            unit.finished_at = None
+            s.flush()
+            self._append(
+                s, kind="resumed", unit_id=unit_id, work_order=wo.number, operator=operator, outcome="ok",
+                detail={"status": UnitStatus.ISSUED, "slot": slot},
+            )
+            return self._record(unit, wo.number)
+
+    def mark_interrupted(self) -> list[UnitRecord]:
+        """At start-up: settle this station's units left mid-flight by a crash.
+
+        ``in_progress`` and ``intent`` become ``failed`` with code ``interrupted`` (an intent keeps its
+        serial and quota: the HSM may have signed, the certificate was never released). ``issued``
+        units stay issued (the same certificate can be re-sent) and get an ``interrupted`` event.
+        """
+        out: list[UnitRecord] = []
+        with self._write("mark_interrupted") as s:
+            rows = s.execute(
+                select(UnitRow, WorkOrderRow.number).join(WorkOrderRow)
+                .where(UnitRow.station == self.station_id,
+                       UnitRow.status.in_((UnitStatus.IN_PROGRESS, UnitStatus.INTENT, UnitStatus.ISSUED)))
+                .order_by(UnitRow.id)
+            ).all()
+            for unit, number in rows:
+                was = unit.status
+                if was != UnitStatus.ISSUED:
+                    self._set_failed(unit, None, INTERRUPTED, f"interrupted while {was} (station restart)")
+                s.flush()
+                self._append(
+                    s, kind=INTERRUPTED, unit_id=unit.id, work_order=number, operator=unit.operator,
+                    outcome="failed" if was != UnitStatus.ISSUED else "ok",
+                    detail={"status": unit.status, "was": was},
+                    error_code=INTERRUPTED if was != UnitStatus.ISSUED else None,
+                )
+                out.append(self._record(unit, number))
+        return out
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        operator: str | None = None,
+        unit_id: int | None = None,
+        work_order: str | None = None,
+        ok: bool = True,
+        detail: Mapping[str, str] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Append an event that is not a unit step: a role refusal, a shift note, a config change."""
+        with self._write("record_event", kind=kind) as s:
+            self._append(
+                s, kind=kind, unit_id=unit_id, work_order=work_order, operator=operator,
+                outcome="ok" if ok else "failed", detail=redact_detail(detail),
+                error_code=error_code, error_message=error_message,
+            )
+
+    def add_operator(
+        self, *, badge_id: str, name: str, role: str, pin: str, by: str | None = None
+    ) -> None:
+        """Register an operator; only the salted scrypt hash of the PIN is kept."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        pin_hash = hash_pin(pin)
+        with self._write("add_operator", badge_id=badge_id) as s:
+            s.add(OperatorRow(badge_id=badge_id, name=name, role=role, pin_hash=pin_hash, active=True,
+                              created_at=_now()))
+            s.flush()
+            self._append(s, kind="operator_added", operator=by, outcome="ok",
+                         detail={"badge_id": badge_id, "name": name, "role": role})
+
+    def sign_in(self, badge_id: str, pin: str) -> OperatorInfo | None:
+        """Check badge and PIN; the attempt (never the PIN) is logged either way."""
+        with self._read() as s:
+            op = s.scalars(select(OperatorRow).where(OperatorRow.badge_id == badge_id)).one_or_none()
+            info = None
+            if op is not None and op.active and check_pin(pin, op.pin_hash):
+                info = OperatorInfo(badge_id=op.badge_id, name=op.name, role=op.role)
+        with self._write("sign_in", badge_id=badge_id) as w:
+            self._append(
+                w, kind="sign_in", operator=badge_id, outcome="ok" if info else "failed",
+                detail={"role": info.role} if info else {},
+                error_code=None if info else "bad_credentials",
+            )
+        return info
+
+    def sign_out(self, badge_id: str) -> None:
+        with self._write("sign_out", badge_id=badge_id) as s:
+            self._append(s, kind="sign_out", operator=badge_id, outcome="ok")
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _units_query(self) -> Select[tuple[UnitRow, str]]:
+        return select(UnitRow, WorkOrderRow.number).join(WorkOrderRow)
+
+    def get_unit(self, unit_id: int) -> UnitRecord | None:
+        with self._read() as s:
+            row = s.execute(self._units_query().where(UnitRow.id == unit_id)).one_or_none()
+            return None if row is None else self._record(row[0], row[1])
+
+    def get_unit_by_serial(self, serial: str) -> UnitRecord | None:
+        """By unit serial number, or by certificate serial (hex, any case, optional ``0x``/colons)."""
+        hexed = serial.lower().removeprefix("0x").replace(":", "").lstrip("0") or "0"
+        with self._read() as s:
+            row = s.execute(
+                self._units_query().where(
+                    (UnitRow.serial_number == serial) | (UnitRow.cert_serial == hexed)
+                ).order_by(UnitRow.id).limit(1)
+            ).one_or_none()
+            return None if row is None else self._record(row[0], row[1])
+
+    def list_units(
+        self,
+        *,
+        work_order: str | None = None,
+        status: UnitStatus | str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch: int = 500,
+    ) -> Iterator[UnitRecord]:
+        """Stream units in id order (``yield_per``): exports of a whole shift never load all rows.
+
+        ``outcome``: ``ok`` (provisioned) or ``failed`` (failed or revoked).
+        """
+        stmt = self._units_query().order_by(UnitRow.id)
+        if work_order is not None:
+            stmt = stmt.where(WorkOrderRow.number == work_order)
+        if status is not None:
+            stmt = stmt.where(UnitRow.status == str(status))
+        if outcome == "ok":
+            stmt = stmt.where(UnitRow.status == UnitStatus.PROVISIONED)
+        elif outcome == "failed":
+            stmt = stmt.where(UnitRow.status.in_((UnitStatus.FAILED, UnitStatus.REVOKED)))
+        elif outcome is not None:
+            raise ValueError("outcome must be 'ok' or 'failed'")
+        if since is not None:
+            stmt = stmt.where(UnitRow.started_at >= since)
+        if until is not None:
+            stmt = stmt.where(UnitRow.started_at < until)
+        with self._read() as s:
+            for unit, number in s.execute(stmt.execution_options(yield_per=batch)):
+                yield self._record(unit, number)
+
+    def work_order_counts(self, work_order: str) -> WorkOrderCounts | None:
+        with self._read() as s:
+            wo = s.scalars(select(WorkOrderRow).where(WorkOrderRow.number == work_order)).one_or_none()
+            if wo is None:
+                return None
+            by_status = dict(
+                s.execute(
+                    select(UnitRow.status, func.count()).where(UnitRow.work_order_id == wo.id)
+                    .group_by(UnitRow.status)
+                ).tuples().all()
+            )
+            consumed = self._consumed(s, wo.id)
+        return WorkOrderCounts(
+            work_order=work_order,
+            quantity=wo.quantity,
+            provisioned=by_status.get(UnitStatus.PROVISIONED, 0),
+            failed=by_status.get(UnitStatus.FAILED, 0) + by_status.get(UnitStatus.REVOKED, 0),
+            in_flight=sum(by_status.get(st, 0) for st in (UnitStatus.IN_PROGRESS, UnitStatus.INTENT,
+                                                          UnitStatus.ISSUED)),
+            consumed=consumed,
+        )
+
+    def interrupted_units(self) -> list[UnitRecord]:
+        """Units with an intent or a certificate but no completion, and units marked interrupted."""
+        with self._read() as s:
+            rows = s.execute(
+                self._units_query().where(
+                    UnitRow.status.in_((UnitStatus.INTENT, UnitStatus.ISSUED))
+                    | (UnitRow.error_code == INTERRUPTED)
+                ).order_by(UnitRow.id)
+            ).all()
+            return [self._record(u, n) for u, n in rows]
+
+    def events(self, *, unit_id: int | None = None, batch: int = 1000) -> Iterator[EventRecord]:
+        """Events in sequence order (never clock order), optionally for one unit."""
+        stmt = select(EventRow).order_by(EventRow.seq)
+        if unit_id is not None:
+            stmt = stmt.where(EventRow.unit_id == unit_id)
+        with self._read() as s:
+            for ev in s.scalars(stmt.execution_options(yield_per=batch)):
+                yield EventRecord(
+                    seq=ev.seq, kind=ev.kind, station=ev.station, occurred_at=ev.occurred_at,
+                    unit_id=ev.unit_id, work_order=ev.work_order, operator=ev.operator, step=ev.step,
+                    outcome=ev.outcome, duration_ms=ev.duration_ms, detail=json.loads(ev.detail_json),
+                    error_code=ev.error_code, error_message=ev.error_message, hash=ev.hash,
+                )
+
+    def chain_head(self) -> tuple[int, str]:
+        """(last sequence number, its hash): what a signed checkpoint would sign."""
+        with self._read() as s:
+            head = s.scalars(select(ChainHeadRow).where(ChainHeadRow.id == 1)).one()
+            return head.seq, head.hash
+
+
+def _check_matches_intent(unit: UnitRow, cert_der: bytes) -> None:
+    """The certificate must carry the intent's serial and TBS bytes (Boulder: check before use)."""
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+    except ValueError as exc:
+        raise SigningFailed("the signed certificate does not parse", unit_id=unit.id) from exc
+    if format(cert.serial_number, "x") != unit.cert_serial:
+        raise SigningFailed("the signed certificate's serial differs from its intent", unit_id=unit.id)
+    if hashlib.sha256(cert.tbs_certificate_bytes).hexdigest() != unit.tbs_sha256:
+        raise SigningFailed("the signed certificate is not the one recorded at intent", unit_id=unit.id)
