@@ -123,16 +123,22 @@ def _sqlite_quick_check(conn: Connection) -> str | None:
         conn.rollback()
     if rows == ["ok"]:
         return None
-    return "quick_check: " + "; ".join(rows[:5])
+    lines = [line for row in rows for line in row.splitlines() if line and not line.startswith("***")]
+    more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+    return "quick_check: " + "; ".join(lines[:3]) + more
 
 
 def _postgres_durability(conn: Connection) -> str | None:
-    """PostgreSQL: commits must be flushed before they return."""
+    """PostgreSQL: commits must reach the disk before they return."""
+    fsync = str(conn.exec_driver_sql("SHOW fsync").scalar())
     sync_commit = str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
     conn.rollback()
+    problems = []
+    if fsync != "on":
+        problems.append(f"fsync={fsync}, expected on")
     if sync_commit == "off":
-        return "synchronous_commit=off, expected on"
-    return None
+        problems.append("synchronous_commit=off, expected on")
+    return "; ".join(problems) or None
 
 
 def run_migrations(engine: Engine) -> None:

@@ -761,12 +761,13 @@ class SqlAuditStore:
             wo = s.scalars(select(WorkOrderRow).where(WorkOrderRow.number == work_order)).one_or_none()
             if wo is None:
                 return None
-            by_status = dict(
-                s.execute(
+            by_status: dict[str, int] = {
+                status: count
+                for status, count in s.execute(
                     select(UnitRow.status, func.count()).where(UnitRow.work_order_id == wo.id)
                     .group_by(UnitRow.status)
-                ).tuples().all()
-            )
+                )
+            }
             consumed = self._consumed(s, wo.id)
         return WorkOrderCounts(
             work_order=work_order,

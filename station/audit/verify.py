@@ -34,6 +34,11 @@ ProgressCallback = Callable[[int, int], None]
 
 _TRACKED: Final = ("status", "serial_number", "hardware_id", "cert_serial", "public_key_sha256",
                    "tbs_sha256", "cert_sha256")
+_STATE_KINDS: Final = frozenset(
+    {"unit_started", "serial_reserved", "intent", "issued", "completed", "failed", "interrupted", "resumed"}
+)
+"""Events that change a unit row; their hashed detail is what the row must equal. (A refusal event
+names the values that were refused, so it must not count.)"""
 _PROGRESS_EVERY: Final = 500
 
 
@@ -111,7 +116,7 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
             fields: dict[str, Any] = {name: getattr(ev, name) for name in HASHED_FIELDS}
             if event_hash(ev.seq, ev.prev_hash, fields) != ev.hash:
                 return bad("hash does not match the row's contents (the event was edited)", seq=ev.seq)
-            if ev.unit_id is not None:
+            if ev.unit_id is not None and ev.kind in _STATE_KINDS:
                 try:
                     detail = json.loads(ev.detail_json)
                 except ValueError:
