@@ -47,9 +47,8 @@ def event_hash(seq: int, prev_hash: str, fields: Mapping[str, FieldValue]) -> st
     if missing:
         raise ValueError(f"event fields missing from hash input: {missing}")
     body = {name: fields[name] for name in HASHED_FIELDS}
-    # floats: repr() round-trips exactly; encode them as text so JSON cannot reformat them.
-    if isinstance(body["duration_ms"], float):
-        body["duration_ms"] = repr(body["duration_ms"])
+    # json encodes floats with float.__repr__, which round-trips exactly (and a driver returns the
+    # same double it stored), so the encoding is stable across SQLite and PostgreSQL.
     encoded = json.dumps(
         {"seq": seq, "prev": prev_hash, "fields": body},
         sort_keys=True,

@@ -175,9 +175,10 @@ def _unit_problem(unit: UnitRow, expected: dict[str, tuple[str, int]] | None) ->
                 return f"{key} is {actual[key]!r} but event seq {seq} recorded {value!r} (unit row edited)", seq
         elif actual[key] is not None and key != "status":
             return f"{key} is set ({actual[key]!r}) but no event recorded it (unit row edited)", None
-    if unit.cert_der is not None:
-        digest = hashlib.sha256(unit.cert_der).hexdigest()
-        if digest != unit.cert_sha256:
-            seq = expected.get("cert_sha256", ("", None))[1]
-            return "certificate DER does not match its recorded hash (unit row edited)", seq
+    if "cert_sha256" in expected or unit.cert_der is not None:
+        value, seq = expected.get("cert_sha256", ("", 0))
+        digest = hashlib.sha256(unit.cert_der).hexdigest() if unit.cert_der is not None else None
+        if digest != value:
+            return "certificate DER does not match the hash its issued event recorded (unit row edited)", (
+                seq or None)
     return None
