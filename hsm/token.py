@@ -18,6 +18,7 @@ PKCS#11 exceptions become :mod:`hsm.errors` in :func:`translate_pkcs11_error` an
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import threading
@@ -298,12 +299,17 @@ def open_token(spec: TokenSpec, pin_source: PinSource) -> TokenSession:
     with lock:
         with _REGISTRY_LOCK:
             shared = _SESSIONS.get(key)
+        pin = pin_source.read()
         if shared is None:
             load_module(spec.module_path)
-            shared = TokenSession(spec=spec, _pin=pin_source.read(), _lock=lock)
+            shared = TokenSession(spec=spec, _pin=pin, _lock=lock)
             shared._session = shared._open()
             with _REGISTRY_LOCK:
                 _SESSIONS[key] = shared
+        elif not hmac.compare_digest(pin.reveal().encode(), shared._pin.reveal().encode()):
+            # Already logged in: C_Login would not check this PIN, so we do, without asking the token.
+            raise LoginFailed("wrong PIN (differs from the PIN this process logged in with)",
+                              action="login", token=shared.label)
         shared._users += 1
         return shared
 
