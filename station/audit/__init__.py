@@ -21,6 +21,7 @@ from station.audit.store import (
     OperatorInfo,
     SqlAuditStore,
     WorkOrderCounts,
+    describe_db_error,
     redact_commissioning,
     redact_detail,
 )
@@ -65,8 +66,7 @@ def open_audit_store(
             run_migrations(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        first = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise AuditWriteFailed(f"cannot open the audit database: {first}") from exc
+        raise AuditWriteFailed(f"cannot open the audit database: {describe_db_error(exc)}") from exc
     return SqlAuditStore(engine, station_id=station_id, checks=checks)
 
 

@@ -80,6 +80,27 @@ _CONFLICT_WORDS: Final = (
 _QUOTA_COUNTED = UnitRow.intent_at.is_not(None)
 
 
+def describe_db_error(exc: BaseException) -> str:
+    """A database failure in words a technician (and an admin) can act on."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig)
+    low = text.lower()
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    if "database or disk is full" in low or "no space left" in low or sqlstate == "53100":
+        return "disk full: the audit database cannot grow"
+    if "readonly database" in low or "read-only" in low or sqlstate == "25006":
+        return "the audit database is read-only"
+    if "disk i/o error" in low or "input/output error" in low or sqlstate.startswith("58"):
+        return "I/O error writing the audit database"
+    if "database is locked" in low or sqlstate in ("55P03", "40P01"):
+        return "the audit database stayed locked by another writer"
+    if "unable to open database file" in low:
+        return "the audit database file cannot be opened (missing directory, permissions, read-only disk?)"
+    if sqlstate.startswith("08") or "connection" in low:
+        return "lost the connection to the audit database"
+    return f"database error: {text.splitlines()[0] if text else type(orig).__name__}"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -255,18 +276,7 @@ class SqlAuditStore:
                 if word in where:
                     return IdentityConflict(sentence, op=op, **context)
             return IdentityConflict("identity already recorded", op=op, **context)
-        if "database or disk is full" in low or "no space left" in low or sqlstate == "53100":
-            reason = "disk full: the audit database cannot grow"
-        elif "readonly database" in low or "read-only" in low or sqlstate == "25006":
-            reason = "the audit database is read-only"
-        elif "disk i/o error" in low or "input/output error" in low or sqlstate.startswith("58"):
-            reason = "I/O error writing the audit database"
-        elif "database is locked" in low or sqlstate in ("55P03", "40P01"):
-            reason = "the audit database stayed locked by another writer"
-        elif sqlstate.startswith("08") or "connection" in low:
-            reason = "lost the connection to the audit database"
-        else:
-            reason = f"database error: {text.splitlines()[0] if text else type(orig).__name__}"
+        reason = describe_db_error(exc)
         self.stop_issuing(reason)
         return AuditWriteFailed(reason, op=op, **context)
 
