@@ -30,7 +30,9 @@ EXPORT_COLUMNS: Final = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``audit`` command (with its subcommands) to the station's top-level parser."""
-    audit = subparsers.add_parser("audit", help="verify, inspect and export the production log")
+    audit: argparse.ArgumentParser = subparsers.add_parser(
+        "audit", help="verify, inspect and export the production log"
+    )
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
     verify = sub.add_parser("verify", help="check the hash chain and unit rows; exit 1 if broken")

@@ -714,7 +714,7 @@ class SqlAuditStore:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def _units_query(self) -> Select[tuple[UnitRow, str]]:
+    def _units_query(self) -> Select[UnitRow, str]:
         return select(UnitRow, WorkOrderRow.number).join(WorkOrderRow)
 
     def get_unit(self, unit_id: int) -> UnitRecord | None:

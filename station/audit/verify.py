@@ -155,7 +155,11 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
                             head_seq=head_seq, head_hash=head_hash)
 
 
-def _unit_problem(unit: UnitRow, expected: dict[str, tuple[str, int]] | None) -> tuple[str, int | None] | None:
+Problem = tuple[str, int | None]
+"""What is wrong, and the sequence number of the event that says otherwise (if one does)."""
+
+
+def _unit_problem(unit: UnitRow, expected: dict[str, tuple[str, int]] | None) -> Problem | None:
     """Compare a unit row with the last values its events recorded."""
     if expected is None:
         return "unit row has no events (inserted outside the store)", None
@@ -172,7 +176,8 @@ def _unit_problem(unit: UnitRow, expected: dict[str, tuple[str, int]] | None) ->
         if key in expected:
             value, seq = expected[key]
             if actual[key] != value:
-                return f"{key} is {actual[key]!r} but event seq {seq} recorded {value!r} (unit row edited)", seq
+                return (f"{key} is {actual[key]!r} but event seq {seq} recorded {value!r} "
+                        "(unit row edited)", seq)
         elif actual[key] is not None and key != "status":
             return f"{key} is set ({actual[key]!r}) but no event recorded it (unit row edited)", None
     if "cert_sha256" in expected or unit.cert_der is not None:

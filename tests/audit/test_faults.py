@@ -38,7 +38,8 @@ def fill_until_failure(store: SqlAuditStore, unit: int, limit: int = 5000) -> Au
 
 
 @pytest.mark.parametrize(("pragma", "value", "words"),
-                         [("synchronous", "NORMAL", "synchronous=1"), ("journal_mode", "DELETE", "journal_mode")])
+                         [("synchronous", "NORMAL", "synchronous=1"),
+                          ("journal_mode", "DELETE", "journal_mode")])
 def test_durability_settings_are_checked(tmp_path: Path, issuer: Issuer, pragma: str, value: str,
                                          words: str) -> None:
     weak = dict(DURABLE_PRAGMAS) | {pragma: value}
@@ -150,7 +151,9 @@ def test_corrupt_file_opens_read_only(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'ix_units_hardware_id'").fetchone()[0]
+        root = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'ix_units_hardware_id'"
+        ).fetchone()[0]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
     with path.open("r+b") as f:  # scribble over the cell pointers of one index page

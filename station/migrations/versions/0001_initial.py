@@ -78,7 +78,9 @@ def upgrade() -> None:
             "status IN ('in_progress', 'intent', 'issued', 'provisioned', 'failed', 'revoked')",
             name="ck_units_status_known",
         ),
-        sa.ForeignKeyConstraint(["work_order_id"], ["work_orders.id"], name="fk_units_work_order_id_work_orders"),
+        sa.ForeignKeyConstraint(
+            ["work_order_id"], ["work_orders.id"], name="fk_units_work_order_id_work_orders"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_units"),
         sa.UniqueConstraint("serial_number", name="uq_units_serial_number"),
         sa.UniqueConstraint("public_key_sha256", name="uq_units_public_key_sha256"),
