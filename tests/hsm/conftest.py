@@ -33,8 +33,11 @@ def make_csr(
     if isinstance(subject, SubjectFields):
         pairs = subject.attributes()
     elif isinstance(subject, SubjectRequest):
-        pairs = SubjectFields(common_name=subject.common_name, serial_number=subject.serial_number,
-                              organization=subject.organization).attributes()
+        pairs = SubjectFields(
+            common_name=subject.common_name,
+            serial_number=subject.serial_number,
+            organization=subject.organization,
+        ).attributes()
     else:
         pairs = list(subject)
     name = x509.Name([x509.NameAttribute(x509.ObjectIdentifier(o), v) for o, v in pairs])
@@ -49,16 +52,25 @@ def make_csr(
 
 
 def identity(n: int = 1) -> Identity:
-    return Identity(unit_serial=f"LAMP-{n:06d}", hardware_id=f"00A1B2C3D4{n:06X}", product="demo-lamp",
-                    work_order="WO-1")
+    return Identity(
+        unit_serial=f"LAMP-{n:06d}", hardware_id=f"00A1B2C3D4{n:06X}", product="demo-lamp", work_order="WO-1"
+    )
 
 
 def device(n: int = 1) -> DeviceInfo:
     ident = identity(n)
     return DeviceInfo(
-        protocol_version=1, vendor="Example", model="Lamp", hardware_revision="B", firmware_version="1.0",
-        hardware_id=ident.hardware_id, serial_number=None, key_types=(KeyType.P256,),
-        secure_element=False, max_frame=4096, lifecycle=Lifecycle.BLANK,
+        protocol_version=1,
+        vendor="Example",
+        model="Lamp",
+        hardware_revision="B",
+        firmware_version="1.0",
+        hardware_id=ident.hardware_id,
+        serial_number=None,
+        key_types=(KeyType.P256,),
+        secure_element=False,
+        max_frame=4096,
+        lifecycle=Lifecycle.BLANK,
     )
 
 
@@ -86,8 +98,10 @@ def issuer(softhsm_ca: TestCa, ca_key: CaKey) -> Issuer:
 @pytest.fixture(scope="session")
 def signer(softhsm_ca: TestCa) -> Iterator[HsmSigner]:
     s = HsmSigner.open(
-        module_path=softhsm_ca.module_path, token_label=softhsm_ca.token_label,
-        pin_source=softhsm_ca.pin_source(), key_label=softhsm_ca.key_label,
+        module_path=softhsm_ca.module_path,
+        token_label=softhsm_ca.token_label,
+        pin_source=softhsm_ca.pin_source(),
+        key_label=softhsm_ca.key_label,
         ca_chain_path=softhsm_ca.ca_dir / "chain.pem",
     )
     yield s

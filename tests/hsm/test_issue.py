@@ -59,13 +59,18 @@ def test_each_profile_chains_to_ca(
     # openssl, an independent implementation, agrees.
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", str(softhsm_ca.ca_cert_path), str(leaf)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-CAfile", str(softhsm_ca.ca_cert_path), str(leaf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_tls_client_passes_cryptography_client_verification(issuer: Issuer, softhsm_ca: TestCa,
-                                                            nonce: bytes) -> None:
+def test_tls_client_passes_cryptography_client_verification(
+    issuer: Issuer, softhsm_ca: TestCa, nonce: bytes
+) -> None:
     from cryptography.x509.verification import PolicyBuilder, Store
 
     cert = issue(issuer, "tls-client", ec.generate_private_key(ec.SECP256R1()), nonce)
@@ -92,8 +97,9 @@ def test_matter_vid_pid_override(issuer: Issuer, nonce: bytes) -> None:
     profile = load_profile("matter-dac")
     ident = identity(7)
     csr = make_csr(ec.generate_private_key(ec.SECP256R1()), issuer.subject_fields(profile, ident), nonce)
-    prepared = issuer.prepare(csr, profile=profile, identity=ident, nonce=nonce,
-                              matter_params={"vid": "136B", "pid": "0A0B"})
+    prepared = issuer.prepare(
+        csr, profile=profile, identity=ident, nonce=nonce, matter_params={"vid": "136B", "pid": "0A0B"}
+    )
     cert = x509.load_der_x509_certificate(issuer.sign(prepared.tbs_der))
     assert cert.subject.get_attributes_for_oid(MATTER_VID_OID)[0].value == "136B"
     assert cert.subject.get_attributes_for_oid(MATTER_PID_OID)[0].value == "0A0B"
@@ -145,5 +151,6 @@ def test_crl_builder_signs_through_hsm(ca_key: CaKey, softhsm_ca: TestCa) -> Non
 def test_hsm_key_refuses_export(ca_key: CaKey) -> None:
     key = ca_key.crypto_key()
     with pytest.raises(TypeError):
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
