@@ -1,0 +1,146 @@
+"""``station ca ...`` through argparse, against the session's SoftHSM token."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from fixtures.softhsm import TestCa
+from hsm import cli
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="station")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli.register(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_ca_init_status_csr_import(
+    softhsm_ca: TestCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLI_TEST_PIN", softhsm_ca.pin)
+    common = ["--token-label", softhsm_ca.token_label, "--pin", "env:CLI_TEST_PIN"]
+    ca_dir = tmp_path / "ca"
+    assert (
+        run(
+            [
+                "ca",
+                "init",
+                *common,
+                "--key-label",
+                "cli-root",
+                "--ca-dir",
+                str(ca_dir),
+                "--subject",
+                "CN=CLI Test CA,O=Example",
+                "--self-signed",
+            ]
+        )
+        == 0
+    )
+    assert run(["ca", "status", *common, "--key-label", "cli-root", "--ca-dir", str(ca_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "extractable: False" in out and "days_to_expiry" in out and "matches_key: True" in out
+    assert softhsm_ca.pin not in out
+
+    csr_path = tmp_path / "sub.csr"
+    assert (
+        run(
+            [
+                "ca",
+                "init",
+                *common,
+                "--key-label",
+                "cli-sub",
+                "--ca-dir",
+                str(tmp_path / "sub"),
+                "--subject",
+                "CN=CLI Sub CA",
+                "--csr-out",
+                str(csr_path),
+            ]
+        )
+        == 0
+    )
+    csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    assert csr.is_signature_valid
+    assert (
+        run(
+            [
+                "ca",
+                "csr",
+                *common,
+                "--key-label",
+                "cli-sub",
+                "--ca-dir",
+                str(tmp_path / "sub"),
+                "--subject",
+                "CN=CLI Sub CA",
+                "--out",
+                str(tmp_path / "again.csr"),
+            ]
+        )
+        == 0
+    )
+
+    # importing the wrong chain for a key is refused; the right one is stored (and in the token)
+    assert (
+        run(
+            [
+                "ca",
+                "import-chain",
+                *common,
+                "--key-label",
+                "cli-sub",
+                "--ca-dir",
+                str(tmp_path / "sub"),
+                str(ca_dir / "chain.pem"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        run(
+            [
+                "ca",
+                "import-chain",
+                *common,
+                "--key-label",
+                "cli-root",
+                "--ca-dir",
+                str(tmp_path / "copy"),
+                "--to-token",
+                str(ca_dir / "chain.pem"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "copy" / "chain.pem").exists()
+    err = capsys.readouterr().err
+    assert softhsm_ca.pin not in err
+
+
+def test_bad_pin_source_spec_does_not_echo(
+    softhsm_ca: TestCa, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(
+        [
+            "ca",
+            "status",
+            "--token-label",
+            softhsm_ca.token_label,
+            "--pin",
+            softhsm_ca.pin,
+            "--ca-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    captured = capsys.readouterr()
+    assert softhsm_ca.pin not in captured.err + captured.out
