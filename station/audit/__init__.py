@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from alembic.util import CommandError
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -64,7 +65,10 @@ def open_audit_store(
         checks = check_database(engine)
         if checks.integrity_problem is None:
             run_migrations(engine)
-    except SQLAlchemyError as exc:
+    except CommandError as exc:  # e.g. a database written by a newer station
+        engine.dispose()
+        raise AuditWriteFailed(f"cannot migrate the audit database: {exc}") from exc
+    except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
         raise AuditWriteFailed(f"cannot open the audit database: {describe_db_error(exc)}") from exc
     return SqlAuditStore(engine, station_id=station_id, checks=checks)

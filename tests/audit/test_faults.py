@@ -170,3 +170,32 @@ def test_corrupt_file_opens_read_only(tmp_path: Path) -> None:
         assert damaged.get_unit(1) is not None, "quality can still read what is there"
     finally:
         damaged.close()
+
+
+def test_writes_begin_immediate_and_reads_do_not(sqlite_store: SqlAuditStore) -> None:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def spy(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    event.listen(sqlite_store.engine, "before_cursor_execute", spy)
+    start(sqlite_store, "hw-1")
+    assert seen == ["BEGIN IMMEDIATE"]
+    list(sqlite_store.list_units())
+    assert seen == ["BEGIN IMMEDIATE", "BEGIN"]
+
+
+def test_a_long_read_does_not_block_the_writer(sqlite_store: SqlAuditStore) -> None:
+    import time
+
+    for i in range(6):
+        start(sqlite_store, f"hw-{i}")
+    export = sqlite_store.list_units(batch=1)
+    next(export)  # a QE export is mid-way, its read transaction open
+    t0 = time.monotonic()
+    start(sqlite_store, "hw-new")
+    assert time.monotonic() - t0 < 1.0, "the writer waited on the reader"
+    assert len(list(export)) >= 5

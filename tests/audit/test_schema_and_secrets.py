@@ -80,3 +80,17 @@ def test_sqlite_pragmas_are_in_force(sqlite_store: SqlAuditStore) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 5000
+
+
+def test_database_from_a_newer_station_is_refused(tmp_path: Path) -> None:
+    import pytest
+    from sqlalchemy import text
+
+    from station.errors import AuditWriteFailed
+
+    store = open_audit_store(tmp_path / "a.db", station_id=STATION)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    store.close()
+    with pytest.raises(AuditWriteFailed, match="cannot migrate"):
+        open_audit_store(tmp_path / "a.db", station_id=STATION)
