@@ -153,7 +153,8 @@ def _decode_value(kind: Kind, tag: int, raw: bytes) -> object:
         return raw
     try:
         if kind is Kind.KEY_TYPES:
-            return tuple(KeyType(b) for b in raw)
+            # Unknown codes are skipped: a device may support key types newer than this station.
+            return tuple(KeyType(b) for b in raw if b in KeyType._value2member_map_)
         width = _INT_WIDTH[kind]
         if len(raw) != width:
             raise MalformedPayload(f"tag 0x{tag:02x}: {len(raw)} bytes, expected {width}")
