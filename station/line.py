@@ -102,6 +102,9 @@ class AuditWriter:
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
         return self._call(lambda: self._store.issued_certificate_for(hardware_id))
 
+    def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
+        return self._call(lambda: self._store.resume_unit(unit_id, slot=slot, operator=operator))
+
 
 @dataclass(frozen=True, kw_only=True)
 class SlotRun:

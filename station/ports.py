@@ -206,3 +206,7 @@ class AuditStore(Protocol):
         Lets a re-seated device get the same certificate again, never a second signature.
         """
         ...
+
+    def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
+        """Take an issued-but-not-installed unit back to ``issued`` to re-send its certificate."""
+        ...

@@ -39,11 +39,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from station.domain import STEP_ORDER, Outcome, Step, StepTiming, WorkOrder
+from station.domain import STEP_ORDER, Outcome, Step, StepTiming, UnitRecord, WorkOrder
 from station.errors import (
     AuditWriteFailed,
     CsrRejected,
     DeviceMisbehaved,
+    IdentityConflict,
+    QuotaExhausted,
     StationError,
     technician_message,
 )
@@ -210,40 +212,32 @@ class Provisioner:
             detail.update(hardware_id=device.hardware_id, model=device.model,
                           firmware=device.firmware_version, lifecycle=str(device.lifecycle))
 
-        # The unit gets its audit row as soon as we know who it is; steps before are flushed into it.
+        # An issued-but-not-installed certificate for this hardware id is re-sent, never re-signed.
         resumable = audit.issued_certificate_for(device.hardware_id)
-        attempt.unit_id = (
-            resumable.unit_id if resumable is not None and resumable.cert_der is not None
-            and device.lifecycle in (Lifecycle.KEYED, Lifecycle.PROVISIONED)
-            else None
-        )
-        if attempt.unit_id is None:
-            attempt.unit_id = audit.start_unit(
-                work_order=job.work_order, station=job.station, slot=job.slot,
-                operator=job.operator, hardware_id=device.hardware_id,
-            )
-        self._flush_pending(attempt)
-
-        if resumable is not None and attempt.unit_id == resumable.unit_id:
-            assert resumable.cert_der is not None
-            attempt.resumed = True
-            attempt.issued = True
-            attempt.cert_der = resumable.cert_der
-            attempt.unit_serial = resumable.serial_number
-            cert = x509.load_der_x509_certificate(resumable.cert_der)
-            # Prove the device still holds the key before it gets the certificate again.
-            with self._step(attempt, Step.PROVE_POSSESSION, on_progress) as detail:
-                self._prove_possession(link, cert)
-                detail.update(resumed_from_unit=str(resumable.unit_id))
-            attempt.prepared = PreparedCertificate(
-                serial=cert.serial_number, tbs_der=cert.tbs_certificate_bytes,
-                tbs_sha256=hashlib.sha256(cert.tbs_certificate_bytes).hexdigest(),
-                public_key_sha256=resumable.public_key_sha256 or "",
-                profile=resumable.profile or job.work_order.profile,
-                subject=cert.subject.rfc4514_string(), not_after=cert.not_valid_after_utc.isoformat(),
-            )
-            self._install_and_finish(attempt, link, cert, on_progress)
+        if resumable is not None and (
+            resumable.cert_der is None
+            or device.lifecycle not in (Lifecycle.KEYED, Lifecycle.PROVISIONED)
+        ):
+            # The device lost the key the certificate is for (it was reset, or rebooted without
+            # persisting it): that certificate can never be installed. Settle it so the unit starts
+            # afresh; its key and serial stay reserved in the log.
+            audit.fail_unit(resumable.unit_id, Step.IDENTIFY, "certificate_orphaned",
+                            "the device lost its key before its certificate was installed; "
+                            "revoke the certificate")
+            resumable = None
+        if resumable is not None:
+            attempt.unit_id = audit.resume_unit(resumable.unit_id, slot=job.slot,
+                                                operator=job.operator).unit_id
+            self._flush_pending(attempt)
+            self._resume(attempt, link, resumable, on_progress)
             return
+
+        # The unit gets its audit row as soon as we know who it is; steps before are flushed into it.
+        attempt.unit_id = audit.start_unit(
+            work_order=job.work_order, station=job.station, slot=job.slot,
+            operator=job.operator, hardware_id=device.hardware_id,
+        )
+        self._flush_pending(attempt)
 
         with self._step(attempt, Step.CHECK, on_progress):
             if device.lifecycle is Lifecycle.LOCKED:
@@ -303,11 +297,27 @@ class Provisioner:
             self._prove_possession(link, cert)
         self._lock_and_complete(attempt, link, on_progress)
 
-    def _install_and_finish(self, attempt: _Attempt, link: DeviceLink, cert: x509.Certificate,
-                            on_progress: ProgressCallback | None) -> None:
-        assert attempt.cert_der is not None
+    def _resume(self, attempt: _Attempt, link: DeviceLink, unit: UnitRecord,
+                on_progress: ProgressCallback | None) -> None:
+        """Re-send an issued certificate after the device proves it still holds the key."""
+        assert unit.cert_der is not None
+        attempt.resumed = True
+        attempt.issued = True
+        attempt.cert_der = unit.cert_der
+        attempt.unit_serial = unit.serial_number
+        cert = x509.load_der_x509_certificate(unit.cert_der)
+        attempt.prepared = PreparedCertificate(
+            serial=cert.serial_number, tbs_der=cert.tbs_certificate_bytes,
+            tbs_sha256=hashlib.sha256(cert.tbs_certificate_bytes).hexdigest(),
+            public_key_sha256=unit.public_key_sha256 or "",
+            profile=unit.profile or attempt.job.work_order.profile,
+            subject=cert.subject.rfc4514_string(), not_after=cert.not_valid_after_utc.isoformat(),
+        )
+        with self._step(attempt, Step.PROVE_POSSESSION, on_progress) as detail:
+            self._prove_possession(link, cert)
+            detail.update(resumed=str(unit.unit_id))
         with self._step(attempt, Step.WRITE_CERT, on_progress):
-            link.put_cert(attempt.cert_der, self._signer.chain())
+            link.put_cert(unit.cert_der, self._signer.chain())
         self._lock_and_complete(attempt, link, on_progress)
 
     def _lock_and_complete(self, attempt: _Attempt, link: DeviceLink,
@@ -405,7 +415,8 @@ class Provisioner:
                             duration_ms=attempt.failed_ms,
                             detail={"error_code": error.code})
         attempt.timings.append(timing)
-        if self._stopped_reason is None:
+        refused_at_start = attempt.unit_id is None and isinstance(error, (IdentityConflict, QuotaExhausted))
+        if self._stopped_reason is None and not refused_at_start:  # the store logs its own refusals
             try:
                 if attempt.unit_id is None:
                     # Failed before identification finished: still a recorded attempt.

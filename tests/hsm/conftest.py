@@ -12,8 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AttributeOID
 
 from fixtures.softhsm import TestCa
-from fixtures.softhsm import fresh_ca_key as fresh_ca_key
-from fixtures.softhsm import softhsm_ca as softhsm_ca
 from hsm.issuer import Identity, Issuer, SubjectFields
 from hsm.keys import CaKey
 from hsm.token import TokenSession

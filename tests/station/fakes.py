@@ -310,3 +310,10 @@ class FakeAuditStore:
                 if unit.record.hardware_id == hardware_id and unit.record.status is UnitStatus.ISSUED:
                     return unit.record
             return None
+
+    def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
+        with self._lock:
+            self._write("resume_unit")
+            self._update(unit_id, status=UnitStatus.ISSUED, slot=slot, operator=operator)
+            self.order.append(f"resume:{unit_id}")
+            return self.units[unit_id].record
