@@ -72,6 +72,13 @@ __all__ = ["LinkPolicy", "PortInfo", "SerialDeviceLink", "list_ports"]
 
 log = logging.getLogger(__name__)
 
+try:  # pyserial lets termios.error (not an OSError) escape from tcflush on a vanished port
+    import termios
+
+    _PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+except ImportError:  # pragma: no cover - not POSIX
+    _PORT_ERRORS = (serial.SerialException, OSError)
+
 READ_CHUNK: Final = 4096
 """Most bytes taken from the port per read."""
 
@@ -406,7 +413,7 @@ class SerialDeviceLink:
             return DeviceMisbehaved(str(exc), code="protocol_violation", **context)
         if isinstance(exc, _WrongAnswer):
             return DeviceMisbehaved(str(exc), code="wrong_answer", **context)
-        if isinstance(exc, serial.SerialException | OSError):
+        if isinstance(exc, _PORT_ERRORS):
             if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
                 return DeviceDisconnected(f"port in use by another program: {exc}", code="port_busy",
                                           **context)
