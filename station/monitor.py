@@ -15,6 +15,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from station.domain import STEP_ORDER, Step
@@ -88,7 +89,8 @@ class LineMonitor:
                 table.add_row(view.slot, "[green]✔ PASS[/]", "done", result.unit_serial or "",
                               f"{result.total_ms / 1000:.2f} s")
             else:
-                table.add_row(view.slot, "[bold red]✘ FAIL[/]", f"{result.failed_step}: {result.message}",
+                table.add_row(view.slot, "[bold red]✘ FAIL[/]",
+                              escape(f"{result.failed_step}: {result.message}"),
                               result.hardware_id or "", f"{result.total_ms / 1000:.2f} s")
         return table
 
@@ -102,7 +104,7 @@ def summary_tables(results: Sequence[UnitResult], wall_seconds: float) -> list[T
         units.add_row(
             r.slot, "[green]PASS[/]" if r.ok else "[red]FAIL[/]", r.unit_serial or "",
             r.hardware_id or "", (r.cert_serial or "")[:16], f"{r.total_ms:.0f} ms",
-            "" if r.ok else f"{r.failed_step} [{r.error_code}] {r.message}",
+            "" if r.ok else escape(f"{r.failed_step} [{r.error_code}] {r.message}"),
         )
     steps = Table(title="Step times (ms, passing steps)")
     for column in ("step", "n", "median", "p90", "max"):

@@ -1,0 +1,153 @@
+"""The ``station`` command. Its spellings are fixed: scripts on the line call them.
+
+::
+
+    station demo [--units N] [--data-dir DIR] [--faults LIST]
+    station provision --config FILE [--operator NAME]
+    station ports [--vid HEX] [--pid HEX]
+    station audit verify|show|export --db DB ...
+    station ca init|csr|import-chain|status ...
+
+Every failure a user can cause ends as one clear line on stderr and a non-zero exit code, never a
+traceback; ``--debug`` shows tracebacks for developers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from station.errors import StationError
+
+__all__ = ["build_parser", "main"]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from station.demo import demo_exit_code, parse_faults, run_demo
+
+    try:
+        plans = parse_faults(args.faults, args.units)
+    except ValueError as exc:
+        raise SystemExit(f"station demo: {exc}") from exc
+    if args.gui:
+        from station.gui.demo import run_demo_gui
+
+        return run_demo_gui(units=args.units, data_dir=args.data_dir, faults=args.faults,
+                            key_delay=args.key_delay)
+    outcome = run_demo(units=args.units, data_dir=args.data_dir, faults=args.faults,
+                       key_delay=args.key_delay, baud=args.baud)
+    return demo_exit_code(outcome, plans)
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from station.app import open_station_from_config
+    from station.config import load_config
+    from station.monitor import LineMonitor, summary_tables
+
+    config = load_config(args.config)
+    console = Console()
+    operator = args.operator or config.operator
+    with open_station_from_config(config) as station:
+        for unit in station.interrupted:
+            console.print(f"[yellow]Interrupted by a previous run:[/] unit {unit.unit_id} "
+                          f"(hardware id {unit.hardware_id}), now {unit.status}")
+        runs = station.slot_runs(config.slots, operator=operator, work_order=config.work_order)
+        started = time.perf_counter()
+        with LineMonitor([s.name for s in config.slots], console) as monitor:
+            results = station.line.run(runs, on_progress=monitor.on_progress,
+                                       on_result=monitor.on_result)
+        for table in summary_tables(results, time.perf_counter() - started):
+            console.print(table)
+        if station.provisioner.issuing_stopped:
+            console.print(f"[bold red]Issuing stopped:[/] {station.provisioner.issuing_stopped}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    from station.transport import list_ports
+
+    ports = list_ports(vid=args.vid, pid=args.pid)
+    table = Table(title="Serial ports")
+    for column in ("device", "VID:PID", "serial", "manufacturer", "product", "location"):
+        table.add_column(column)
+    for p in ports:
+        vidpid = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else ""
+        table.add_row(p.device, vidpid, p.serial_number or "", p.manufacturer or "", p.product or "",
+                      p.location or "")
+    Console().print(table if ports else "No matching serial ports.")
+    return 0
+
+
+def _hex(text: str) -> int:
+    return int(text, 16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hsm import cli as hsm_cli
+    from station.audit import cli as audit_cli
+
+    parser = argparse.ArgumentParser(prog="station", description="Factory provisioning station.")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="provision virtual devices through a throw-away SoftHSM CA")
+    demo.add_argument("--units", type=int, default=8, help="number of virtual devices (default 8)")
+    demo.add_argument("--data-dir", type=Path, default=None,
+                      help="keep the database (DIR/audit.db), the token and the CA here")
+    demo.add_argument("--faults", default="",
+                      help="comma-separated faults for the first devices, e.g. unplug,bad-csr,clone")
+    demo.add_argument("--key-delay", type=float, default=0.08,
+                      help="virtual key generation time in seconds (default 0.08)")
+    demo.add_argument("--baud", type=int, default=None,
+                      help="simulate wire time at this baud rate (default: none)")
+    demo.add_argument("--gui", action="store_true", help="run the demo in the technician window")
+    demo.set_defaults(func=_cmd_demo)
+
+    provision = sub.add_parser("provision", help="provision the units in the configured slots")
+    provision.add_argument("--config", type=Path, required=True, help="station configuration (TOML)")
+    provision.add_argument("--operator", help="operator name or badge (default from the config)")
+    provision.set_defaults(func=_cmd_provision)
+
+    ports = sub.add_parser("ports", help="list USB-serial ports, optionally by USB VID/PID")
+    ports.add_argument("--vid", type=_hex, help="USB vendor id, hex")
+    ports.add_argument("--pid", type=_hex, help="USB product id, hex")
+    ports.set_defaults(func=_cmd_ports)
+
+    audit_cli.register(sub)
+    hsm_cli.register(sub)
+    try:  # the Qt GUI is an optional extra (PySide6); the headless station works without it
+        from station.gui import cli as gui_cli
+    except ImportError:
+        gui_cli = None
+    if gui_cli is not None:
+        gui_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except StationError as exc:
+        if args.debug:
+            raise
+        print(f"station {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
