@@ -84,4 +84,5 @@ def test_lifecycle_table_is_total_and_locked_is_final() -> None:
 
 def test_spec_carries_the_rendered_tables() -> None:
     spec = (Path(__file__).parents[2] / "firmware_protocol" / "PROTOCOL.md").read_text()
-    assert render_markdown() in spec, "regenerate the tables in PROTOCOL.md from state.render_markdown()"
+    for table in render_markdown().split("\n\n"):
+        assert table.strip() in spec, "regenerate the tables in PROTOCOL.md from state.render_markdown()"
