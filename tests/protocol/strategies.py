@@ -20,7 +20,8 @@ FAST = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 """Settings for pure (in-memory) property tests."""
 
-text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=16)
+text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)
+"""At most 32 UTF-8 bytes: fits every string field."""
 nonce = st.binary(min_size=16, max_size=64)
 
 requests: st.SearchStrategy[ev.Request] = st.one_of(
