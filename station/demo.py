@@ -30,7 +30,7 @@ from station.monitor import LineMonitor, summary_tables
 from station.signing import HsmSigner
 from station.workflow import UnitResult
 
-__all__ = ["FAULT_PRESETS", "DemoOutcome", "run_demo"]
+__all__ = ["FAULT_PRESETS", "DemoOutcome", "demo_signer", "demo_work_order", "run_demo"]
 
 FAULT_PRESETS: dict[str, Faults] = {
     "unplug": Faults(unplug_at="generate_key"),
@@ -93,6 +93,26 @@ def parse_faults(spec: str, units: int) -> list[Faults | None]:
     return [FAULT_PRESETS[n] for n in names] + [None] * (units - len(names))
 
 
+def demo_signer(data_dir: Path) -> HsmSigner:
+    """The demo's HSM signer over the token and CA in ``data_dir`` (made on first use)."""
+    _, ca = _demo_ca(data_dir)
+    return HsmSigner.open(module_path=ca["module"], token_label=ca["token_label"],
+                          key_label=ca["key_label"], pin_source=FilePin(Path(ca["pin_file"])),
+                          ca_chain_path=Path(ca["ca_chain"]))
+
+
+def demo_work_order(units: int, *, number: str | None = None) -> WorkOrder:
+    """The demo's work order: a fresh number per run unless ``number`` is given."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return WorkOrder(
+        number=number or f"WO-DEMO-{stamp}-{os.getpid()}", product="sensor-v2", profile="tls-client",
+        quantity=units, serial_format="SNS2-{seq:06d}",
+        commissioning=(("wifi.ssid", "factory-line-1", False),
+                       ("wifi.passphrase", "demo-passphrase-not-secret-elsewhere", True),
+                       ("mqtt.endpoint", "mqtts://broker.example.net:8883", False)),
+    )
+
+
 def run_demo(*, units: int = 8, data_dir: Path | None = None, faults: str = "",
              key_delay: float = 0.08, baud: int | None = None,
              console: Console | None = None) -> DemoOutcome:
@@ -103,19 +123,9 @@ def run_demo(*, units: int = 8, data_dir: Path | None = None, faults: str = "",
     root = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="station-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        _, ca = _demo_ca(root)
-        signer = HsmSigner.open(module_path=ca["module"], token_label=ca["token_label"],
-                                key_label=ca["key_label"], pin_source=FilePin(Path(ca["pin_file"])),
-                                ca_chain_path=Path(ca["ca_chain"]))
+        signer = demo_signer(root)
         database = root / "audit.db"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        work_order = WorkOrder(
-            number=f"WO-DEMO-{stamp}-{os.getpid()}", product="sensor-v2", profile="tls-client",
-            quantity=units, serial_format="SNS2-{seq:06d}",
-            commissioning=(("wifi.ssid", "factory-line-1", False),
-                           ("wifi.passphrase", "demo-passphrase-not-secret-elsewhere", True),
-                           ("mqtt.endpoint", "mqtts://broker.example.net:8883", False)),
-        )
+        work_order = demo_work_order(units)
         with open_station(station_id="demo-station", signer=signer, database=database,
                           work_order=work_order) as station, \
                 virtual_devices(units, faults=plans, key_delay=key_delay, baud=baud) as devices:
