@@ -178,7 +178,7 @@ def _unit_problem(unit: UnitRow, expected: dict[str, tuple[str, int]] | None) ->
             if actual[key] != value:
                 return (f"{key} is {actual[key]!r} but event seq {seq} recorded {value!r} "
                         "(unit row edited)", seq)
-        elif actual[key] is not None and key != "status":
+        elif actual[key] not in (None, "") and key != "status":  # "" = unknown (failed before HELLO)
             return f"{key} is set ({actual[key]!r}) but no event recorded it (unit row edited)", None
     if "cert_sha256" in expected or unit.cert_der is not None:
         value, seq = expected.get("cert_sha256", ("", 0))
