@@ -75,7 +75,8 @@ def test_sixteen_devices_in_parallel(station: Station, softhsm_ca: TestCa, tmp_p
 
     # An edited event row is found and named.
     con = sqlite3.connect(db)
-    seq = con.execute("SELECT seq FROM events WHERE kind = 'step' ORDER BY seq LIMIT 1 OFFSET 20").fetchone()[0]
+    seq = con.execute(
+        "SELECT seq FROM events WHERE kind = 'step' ORDER BY seq LIMIT 1 OFFSET 20").fetchone()[0]
     con.execute("UPDATE events SET duration_ms = duration_ms + 1 WHERE seq = ?", (seq,))
     con.commit()
     con.close()

@@ -165,7 +165,7 @@ def test_audit_write_failure_stops_issuing(parts) -> None:  # type: ignore[no-un
 
 
 def test_hsm_failure_is_recorded_with_its_step(parts) -> None:  # type: ignore[no-untyped-def]
-    signer, store, provisioner = parts
+    signer, _, provisioner = parts
     signer.fail_sign = True
     result = run(provisioner, FakeDevice())
     assert not result.ok and result.failed_step is Step.SIGN and result.error_code == "hsm_sign_failed"
@@ -173,7 +173,7 @@ def test_hsm_failure_is_recorded_with_its_step(parts) -> None:  # type: ignore[n
 
 
 def test_sixteen_slots_in_parallel_through_one_audit_writer(parts) -> None:  # type: ignore[no-untyped-def]
-    signer, store, provisioner = parts
+    signer, store, _ = parts
     writer = AuditWriter(store)
     line = Line(Provisioner(signer=signer, audit=writer))
     devices = [FakeDevice() for _ in range(16)]
