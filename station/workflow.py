@@ -216,7 +216,7 @@ class Provisioner:
         resumable = audit.issued_certificate_for(device.hardware_id)
         if resumable is not None and (
             resumable.cert_der is None
-            or device.lifecycle not in (Lifecycle.KEYED, Lifecycle.PROVISIONED)
+            or device.lifecycle not in (Lifecycle.KEYED, Lifecycle.PROVISIONED, Lifecycle.LOCKED)
         ):
             # The device lost the key the certificate is for (it was reset, or rebooted without
             # persisting it): that certificate can never be installed. Settle it so the unit starts
@@ -316,6 +316,12 @@ class Provisioner:
         with self._step(attempt, Step.PROVE_POSSESSION, on_progress) as detail:
             self._prove_possession(link, cert)
             detail.update(resumed=str(unit.unit_id))
+        if attempt.device is not None and attempt.device.lifecycle is Lifecycle.LOCKED:
+            # Locked after the certificate went in, before the completion was recorded (a crash or a
+            # lost link). A device only locks once it accepted a certificate for its key, and it has
+            # just proved it holds this certificate's key (unique in the log): nothing to re-send.
+            self._lock_and_complete(attempt, link, on_progress)
+            return
         with self._step(attempt, Step.WRITE_CERT, on_progress):
             link.put_cert(unit.cert_der, self._signer.chain())
         self._lock_and_complete(attempt, link, on_progress)
