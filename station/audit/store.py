@@ -366,9 +366,15 @@ class SqlAuditStore:
         row = s.scalars(select(WorkOrderRow).where(WorkOrderRow.number == wo.number)).one_or_none()
         commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
         if row is None:
+            # A serial format is one numbering space across work orders: the next work order of
+            # the same product continues the series instead of reusing serials.
+            next_seq = s.scalar(
+                select(func.max(WorkOrderRow.next_seq)).where(
+                    WorkOrderRow.serial_format == wo.serial_format, WorkOrderRow.product == wo.product)
+            ) or 1
             row = WorkOrderRow(
                 number=wo.number, product=wo.product, profile=wo.profile, quantity=wo.quantity,
-                serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=1,
+                serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=next_seq,
                 station=self.station_id, created_at=_now(),
             )
             s.add(row)

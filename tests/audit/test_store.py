@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from station.audit import SqlAuditStore, open_audit_store, verify_chain
-from station.domain import Step, UnitStatus
+from station.domain import Step, UnitStatus, WorkOrder
 from station.errors import AuditWriteFailed, IdentityConflict, QuotaExhausted, SigningFailed
 from tests.audit.conftest import STATION, Issuer, work_order
 
@@ -249,3 +250,18 @@ def test_issuing_stopped_after_write_failure_until_reopened(db_url: str, issuer:
     assert s2.healthy
     s2.record_intent(unit, issuer.prepare()[0])
     s2.close()
+
+
+def test_a_new_work_order_continues_the_serial_series(tmp_path: Path) -> None:
+    """Two work orders of one product and serial format never hand out the same unit serial."""
+    store = open_audit_store(tmp_path / "a.db", station_id="s")
+    serials = []
+    for number in ("WO-A", "WO-B"):
+        wo = WorkOrder(number=number, product="lamp", profile="tls-client", quantity=5,
+                       serial_format="LAMP-{seq:04d}")
+        for hw in range(2):
+            unit = store.start_unit(work_order=wo, station="s", slot="1", operator="o",
+                                    hardware_id=f"{number}-{hw}")
+            serials.append(store.next_unit_serial(unit))
+    store.close()
+    assert serials == ["LAMP-0001", "LAMP-0002", "LAMP-0003", "LAMP-0004"]
