@@ -67,8 +67,10 @@ def test_good_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('quantity = 500', 'quantity = "many"', "work_order.quantity: must be int, not str (station.toml, line 19)"),
-        ('quantity = 500', 'quantity = -1', "work_order.quantity: must not be negative (station.toml, line 19)"),
+        ('quantity = 500', 'quantity = "many"',
+         "work_order.quantity: must be int, not str (station.toml, line 19)"),
+        ('quantity = 500', 'quantity = -1',
+         "work_order.quantity: must not be negative (station.toml, line 19)"),
         ('quantity = 500', 'quantity = true', "work_order.quantity: must be int, not bool"),
         ('operator = "alice"', 'operatr = "alice"', "station.operatr: unknown key"),
         ('pin_source = "env:STATION_HSM_PIN"', 'pin_source = "1234"',
