@@ -32,6 +32,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from station.audit.chain import HASHED_FIELDS, event_hash
 from station.audit.engine import READ_OPTION
@@ -395,10 +396,11 @@ class AuditQuery:
                         if key in detail and detail[key] != "":
                             expected[key] = (str(detail[key]), ev["seq"])
                 checked += 1
-            unit = conn.execute(select(UnitRow).where(UnitRow.id == unit_id)).scalars().one_or_none()
-            if unit is None:
-                return ChainCheck(ok=False, events_checked=checked, problem="unit row is missing")
-            found = _unit_problem(unit, expected or None)
+            with Session(bind=conn) as session:
+                unit = session.get(UnitRow, unit_id)
+                if unit is None:
+                    return ChainCheck(ok=False, events_checked=checked, problem="unit row is missing")
+                found = _unit_problem(unit, expected or None)
         if found is not None:
             return ChainCheck(ok=False, events_checked=checked, problem=found[0], seq=found[1])
         return ChainCheck(ok=True, events_checked=checked)
