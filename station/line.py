@@ -7,9 +7,11 @@ transport, the signer queues slots on one HSM session, and every audit write goe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,38 +29,128 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AuditWriter:
-    """An :class:`AuditStore` that runs every call on one dedicated thread.
+_Item = tuple[Callable[[], Any], "Future[Any]", bool]
+"""A queued call, its future, and whether a caller waits for it."""
 
-    Callers block until their call has committed (or failed), so durability on return still holds;
-    the store underneath only ever sees one thread.
+
+class AuditWriter:
+    """An :class:`AuditStore` that runs every call on one dedicated thread, with group commit.
+
+    The writer takes every call queued at the moment (several slots' calls) and runs them in one
+    transaction of the store (:meth:`SqlAuditStore.batch`), so they share one COMMIT and one fsync.
+    A caller still returns only after the transaction holding ITS call has committed, so durability on
+    return holds; the store underneath only ever sees one thread, and the queue order is the log order.
+
+    Plain step events (``record_step`` of a step that went well) are not waited for: they are queued
+    and committed with the next call of the batch that someone waits for (or after ``linger_s``), so
+    they never cost their slot a commit. The safety records (start, serial, intent, issued, complete,
+    failures) are always waited for, and FIFO order puts every earlier step event of the same slot in
+    the same or an earlier commit. If a step event cannot be written, the next call of the same thread
+    raises that error instead of returning (fail closed); :meth:`flush` waits for this thread's events.
     """
 
-    def __init__(self, store: AuditStore, *, name: str = "audit-writer") -> None:
+    def __init__(self, store: AuditStore, *, name: str = "audit-writer", max_batch: int = 256,
+                 linger_s: float = 0.05) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._failed: dict[int, BaseException] = {}
+        self._failed_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            first = self._queue.get()
+            if first is None:
                 return
-            call, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
+            items, stopping = self._collect(first)
+            self._run_batch(items)
+            if stopping:
+                return
+
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        """``first`` and whatever else is queued; a batch nobody waits for lingers for company."""
+        items = [first]
+        deadline: float | None = None
+        while len(items) < self._max_batch:
             try:
-                future.set_result(call())
-            except BaseException as exc:
-                future.set_exception(exc)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if any(awaited for _, _, awaited in items):
+                    break
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self._linger_s
+                if now >= deadline:
+                    break
+                try:
+                    item = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    break
+            if item is None:
+                return items, True
+            items.append(item)
+        return items, False
+
+    def _run_batch(self, items: list[_Item]) -> None:
+        batch = getattr(self._store, "batch", None)
+        done: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            with batch() if callable(batch) else contextlib.nullcontext():
+                for call, future, _ in items:
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        done.append((future, True, call()))
+                    except BaseException as exc:
+                        done.append((future, False, exc))
+        except BaseException as exc:  # the COMMIT failed: nothing of this batch is durable
+            error = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(
+                f"audit commit failed: {exc}", code="audit_commit_failed")
+            for future, _, _ in done:
+                future.set_exception(error)
+            return
+        for future, ok, value in done:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _call(self, call: Callable[[], T]) -> T:
         if not self._thread.is_alive():
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         future: Future[T] = Future()
-        self._queue.put((call, future))
-        return future.result()
+        self._queue.put((call, future, True))
+        result = future.result()
+        self._raise_deferred()
+        return result
+
+    def _post(self, call: Callable[[], None]) -> None:
+        """Queue a call nobody waits for; its failure surfaces on this thread's next call."""
+        if not self._thread.is_alive():
+            raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
+        self._raise_deferred()
+        owner = threading.get_ident()
+        future: Future[None] = Future()
+        future.add_done_callback(lambda f: self._note_failure(owner, f))
+        self._queue.put((call, future, False))
+
+    def _note_failure(self, owner: int, future: Future[None]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            with self._failed_lock:
+                self._failed.setdefault(owner, exc)
+
+    def _raise_deferred(self) -> None:
+        with self._failed_lock:
+            exc = self._failed.pop(threading.get_ident(), None)
+        if exc is not None:
+            raise exc
+
+    def flush(self) -> None:
+        """Return once everything this thread queued is durable (raises a deferred failure)."""
+        self._call(lambda: None)
 
     def close(self) -> None:
         """Stop the writer thread after the calls already queued."""
@@ -77,9 +169,13 @@ class AuditWriter:
     def record_step(self, unit_id: int, step: Step, *, ok: bool, duration_ms: float,
                     detail: dict[str, str] | None = None, error_code: str | None = None,
                     error_message: str | None = None) -> None:
-        self._call(lambda: self._store.record_step(
-            unit_id, step, ok=ok, duration_ms=duration_ms, detail=detail, error_code=error_code,
-            error_message=error_message))
+        def call() -> None:
+            self._store.record_step(unit_id, step, ok=ok, duration_ms=duration_ms, detail=detail,
+                                    error_code=error_code, error_message=error_message)
+        if ok and error_code is None:
+            self._post(call)  # a plain step event: committed with the next record someone waits for
+        else:
+            self._call(call)
 
     def next_unit_serial(self, unit_id: int) -> str:
         return self._call(lambda: self._store.next_unit_serial(unit_id))

@@ -175,6 +175,9 @@ class Provisioner:
             with self._step(attempt, Step.CONNECT, on_progress):
                 link = open_link()
             self._run(attempt, link, on_progress)
+            flush = getattr(self._audit, "flush", None)
+            if callable(flush):  # events the audit writer took without waiting are durable too
+                flush()
         except StationError as error:
             return self._failed(attempt, error, attempt.current_step)
         except Exception as error:  # a bug must still end as a recorded failure, never a traceback

@@ -184,6 +184,7 @@ class SqlAuditStore:
         self._reader = engine.execution_options(**{READ_OPTION: True})
         self.station_id = station_id
         self._lock = threading.Lock()
+        self._batch = threading.local()
         self._read_only: str | None = checks.integrity_problem
         self._stopped: str | None = None
         if checks.integrity_problem:
@@ -234,10 +235,41 @@ class SqlAuditStore:
     # -- unit of work ----------------------------------------------------------------------------
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: the writes and reads of this thread inside the block share ONE transaction.
+
+        Each write runs in its own SAVEPOINT, so a refused or failed write rolls back alone, exactly as
+        if it had been its own transaction; reads see every write before them. Nothing is durable until
+        the block ends and the single COMMIT (one fsync) returns; if that fails, nothing of the block
+        is, and :class:`AuditWriteFailed` is raised (issuing stops). Callers must not report a write
+        as done before the block has ended.
+        """
+        if getattr(self._batch, "session", None) is not None:
+            yield
+            return
+        session = Session(self._engine, expire_on_commit=False, autoflush=True)
+        self._batch.session = session
+        try:
+            with session.begin():
+                yield
+        except StationError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._translate(exc, "commit", {}) from exc
+        finally:
+            self._batch.session = None
+            session.close()
+
+    @contextmanager
     def _write(self, op: str, **context: Any) -> Iterator[Session]:
         """One write transaction; commits on success, database errors translated in one place."""
         if self._read_only is not None:
             raise AuditIntegrityError(f"audit database is read-only: {self._read_only}", op=op)
+        batch: Session | None = getattr(self._batch, "session", None)
+        if batch is not None:
+            with self._savepoint(batch, op, context):
+                yield batch
+            return
         session = Session(self._engine, expire_on_commit=False, autoflush=True)
         try:
             with session.begin():
@@ -258,8 +290,31 @@ class SqlAuditStore:
             session.close()
 
     @contextmanager
+    def _savepoint(self, session: Session, op: str, context: Mapping[str, Any]) -> Iterator[None]:
+        """One write inside a batch: the same error handling as :meth:`_write`, rolled back alone."""
+        try:
+            with session.begin_nested():
+                yield
+        except (QuotaExhausted, IdentityConflict) as refusal:
+            self._log_refusal(op, refusal, context)
+            raise
+        except StationError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            translated = self._translate(exc, op, context)
+            if isinstance(translated, IdentityConflict):
+                self._log_refusal(op, translated, context)
+            raise translated from exc
+
+    @contextmanager
     def _read(self) -> Iterator[Session]:
-        """A read-only session (deferred BEGIN on SQLite: never blocks the writer)."""
+        """A read-only session (deferred BEGIN on SQLite: never blocks the writer).
+
+        Inside :meth:`batch` the batch's own session, so a read sees the writes queued before it."""
+        batch: Session | None = getattr(self._batch, "session", None)
+        if batch is not None:
+            yield batch
+            return
         with Session(self._reader) as session:
             yield session
 
