@@ -6,6 +6,7 @@ in a SoftHSM token, the audit log is a durable SQLite file.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +161,46 @@ def test_secrets_never_reach_the_database_file(station: Station, tmp_path: Path)
     station.close()
     for path in tmp_path.glob("audit.db*"):
         assert b"pa55-secret-xyz" not in path.read_bytes(), path
+
+
+def test_issued_but_not_installed_is_resumed_with_the_same_certificate(
+        station: Station, tmp_path: Path) -> None:
+    """Unplugged after signing: the log keeps the unit issued; reseated, it gets the same certificate."""
+    state = tmp_path / "dut.json"
+    wo = work_order()
+    with VirtualDevice(state_file=state, faults=Faults(unplug_at="put_cert"), key_delay=0.0) as dut:
+        (first,) = provision(station, [dut], wo)
+    assert not first.ok and first.failed_step is Step.WRITE_CERT
+    assert first.error_code == "device_disconnected" and first.cert_der is not None
+    unit = station.store.get_unit(first.unit_id)  # type: ignore[arg-type]
+    assert unit is not None and unit.status is UnitStatus.ISSUED  # visible as issued-not-installed
+
+    with VirtualDevice(state_file=state, key_delay=0.0) as reseated:  # same unit, same flash
+        (second,) = provision(station, [reseated], wo)
+        assert second.ok and second.resumed, second.message
+        assert second.unit_id == first.unit_id
+        assert reseated.certificate_der == first.cert_der  # the same certificate, not a new one
+        assert reseated.key_generations == 0  # no second key
+    units = list(station.store.list_units(work_order=wo.number))
+    assert len(units) == 1 and units[0].status is UnitStatus.PROVISIONED
+    assert verify_chain(tmp_path / "audit.db").ok
+
+
+def test_a_unit_that_lost_its_key_after_issuance_starts_afresh(station: Station, tmp_path: Path) -> None:
+    """The certificate of a key the device no longer holds is settled (for revocation), never re-sent."""
+    state = tmp_path / "dut.json"
+    wo = work_order()
+    with VirtualDevice(state_file=state, faults=Faults(unplug_at="put_cert"), key_delay=0.0) as dut:
+        (first,) = provision(station, [dut], wo)
+    assert not first.ok
+    doc = json.loads(state.read_text())
+    doc.update(private_key_pem=None, lifecycle="BLANK")  # a factory reset on the bench
+    state.write_text(json.dumps(doc))
+    with VirtualDevice(state_file=state, key_delay=0.0) as reset:
+        (second,) = provision(station, [reset], wo)
+        assert second.ok and not second.resumed
+        assert reset.certificate_der == second.cert_der != first.cert_der
+    old = station.store.get_unit(first.unit_id)  # type: ignore[arg-type]
+    assert old is not None and old.status is UnitStatus.FAILED
+    assert old.error_code == "certificate_orphaned"
+    assert verify_chain(tmp_path / "audit.db").ok
