@@ -1,31 +1,34 @@
-"""``station audit verify|show|export``: the log, checked and read from the command line.
+"""``station audit verify|show|export|report|seed``: the log, checked and read from the command line.
 
 ``DB`` is a SQLAlchemy URL or a path to a SQLite file. Every subcommand returns an exit code:
 0 success, 1 a broken chain or nothing found, 2 the database could not be read.
+
+``export`` and ``report`` take the audit view's filters (``--work-order``, ``--product``,
+``--station``, ``--operator``, ``--outcome``, ``--failed-step``, ``--error-code``, ``--search``,
+``--since``, ``--until``), built into the same :class:`station.reports.UnitFilter` the GUI uses.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-from collections.abc import Iterator
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any
 
 from station.audit.store import SqlAuditStore
 from station.audit.verify import VerifyResult, verify_chain
 from station.domain import UnitRecord
 from station.errors import StationError
+from station.reports.export import EXPORT_COLUMNS, FORMATS, export, write_csv, write_json
+from station.reports.filters import OUTCOMES, UnitFilter
+from station.reports.query import AuditQuery
+from station.reports.report import build_report, format_report
 
-EXPORT_COLUMNS: Final = (
-    "unit_id", "work_order", "station", "slot", "operator", "hardware_id", "serial_number", "status",
-    "started_at", "finished_at", "public_key_sha256", "cert_serial", "profile", "failed_step",
-    "error_code", "error_message", "cert_der_hex",
-)
-"""Export columns. No secret is ever in a unit row, so exports cannot leak one."""
+__all__ = ["EXPORT_COLUMNS", "filter_from_args", "register"]
+
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,16 +48,75 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     show.add_argument("--serial", required=True, help="unit serial number or certificate serial (hex)")
     show.set_defaults(func=cmd_show)
 
-    export = sub.add_parser("export", help="stream units to CSV or JSON lines")
+    export = sub.add_parser("export", help="stream the filtered units to CSV, JSON lines or a PDF report")
     export.add_argument("--db", required=True)
-    export.add_argument("--format", choices=("csv", "json"), required=True)
-    export.add_argument("--out", required=True, help="output file ('-' for stdout)")
-    export.add_argument("--work-order")
-    export.add_argument("--outcome", choices=("ok", "failed"))
-    export.add_argument("--since", type=_timestamp, help="ISO date/time, UTC if no zone given")
-    export.add_argument("--until", type=_timestamp, help="ISO date/time (exclusive)")
+    export.add_argument("--format", choices=FORMATS, required=True)
+    export.add_argument("--out", required=True, help="output file ('-' for stdout; csv/json only)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_filters(export)
     export.set_defaults(func=cmd_export)
+
+    report = sub.add_parser("report", help="summary, yield and failures by reason for the filtered units")
+    report.add_argument("--db", required=True)
+    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.add_argument("--by", choices=("hour", "shift", "day"), default="shift", help="yield buckets")
+    report.add_argument("--pdf", help="also write the PDF report (certificate of conformance) here")
+    _add_filters(report)
+    report.set_defaults(func=cmd_report)
+
+    seed = sub.add_parser("seed", help="make a realistic audit database for tests and benchmarks")
+    seed.add_argument("--db", required=True, help="SQLite file (created, or appended to)")
+    seed.add_argument("--units", type=int, required=True)
+    seed.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    seed.add_argument("--work-orders", type=int, default=None)
+    seed.add_argument("--failure-rate", type=float, default=0.03)
+    seed.add_argument("--quiet", action="store_true")
+    seed.set_defaults(func=cmd_seed)
     return audit
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The audit view's filters, as options (one spelling for export and report)."""
+    parser.add_argument("--work-order")
+    parser.add_argument("--product")
+    parser.add_argument("--station")
+    parser.add_argument("--operator")
+    parser.add_argument("--outcome", choices=OUTCOMES)
+    parser.add_argument("--failed-step", help="units that failed at this step")
+    parser.add_argument("--error-code")
+    parser.add_argument("--search", help="start of a unit serial, hardware id, cert serial or fingerprint")
+    parser.add_argument("--since", type=_timestamp, help="ISO date/time, UTC if no zone given")
+    parser.add_argument("--until", type=_timestamp, help="ISO date/time (exclusive)")
+
+
+def filter_from_args(args: argparse.Namespace) -> UnitFilter:
+    return UnitFilter(
+        work_order=args.work_order, product=args.product, station=args.station, operator=args.operator,
+        outcome=args.outcome, failed_step=args.failed_step, error_code=args.error_code,
+        search=args.search, since=args.since, until=args.until,
+    )
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal or asked for)."""
+
+    def __init__(self, label: str, *, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        rate = done / max(time.perf_counter() - self.started, 1e-6)
+        print(f"\r{self.label} [{bar:<30}] {done}/{total} ({rate:,.0f}/s)", end="", file=sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
 
 
 def _timestamp(text: str) -> datetime:
@@ -134,35 +196,72 @@ def _unit_fields(unit: UnitRecord) -> dict[str, str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    store = _open_reader(args.db)
     try:
-        units = store.list_units(work_order=args.work_order, outcome=args.outcome, since=args.since,
-                                 until=args.until)
+        unit_filter = filter_from_args(args)
+    except ValueError as exc:
+        print(f"bad filter: {exc}", file=sys.stderr)
+        return 2
+    if args.out == "-" and args.format == "pdf":
+        print("a PDF needs --out FILE", file=sys.stderr)
+        return 2
+    store = _open_reader(args.db)
+    bar = _ProgressBar(f"export {args.format}", enabled=not args.quiet and args.out != "-")
+    try:
+        query = AuditQuery(store)
         if args.out == "-":
-            count = _write(units, args.format, sys.stdout)
+            writer = write_csv if args.format == "csv" else write_json
+            count = writer(query, unit_filter, sys.stdout)
         else:
-            with Path(args.out).open("w", encoding="utf-8", newline="") as out:
-                count = _write(units, args.format, out)
+            count = export(query, unit_filter, args.format, Path(args.out), progress=bar)
+        bar.close()
         print(f"exported {count} units", file=sys.stderr)
         return 0
     except Exception as exc:
+        bar.close()
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
     finally:
         store.close()
 
 
-def _write(units: Iterator[UnitRecord], fmt: str, out: TextIO) -> int:
-    """Write row by row: memory stays flat however many units the shift made."""
-    count = 0
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
-        writer.writeheader()
-        for unit in units:
-            writer.writerow(_unit_fields(unit))
-            count += 1
-    else:
-        for unit in units:
-            out.write(json.dumps(_unit_fields(unit), sort_keys=True) + "\n")
-            count += 1
-    return count
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        unit_filter = filter_from_args(args)
+    except ValueError as exc:
+        print(f"bad filter: {exc}", file=sys.stderr)
+        return 2
+    store = _open_reader(args.db)
+    try:
+        query = AuditQuery(store)
+        if args.format == "json":
+            print(json.dumps(build_report(query, unit_filter, bucket=args.by), indent=2, default=str))
+        else:
+            print(format_report(query, unit_filter, bucket=args.by), end="")
+        if args.pdf:
+            count = export(query, unit_filter, "pdf", Path(args.pdf))
+            print(f"wrote {args.pdf} ({count} units)", file=sys.stderr)
+        return 0
+    except Exception as exc:
+        print(f"report failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from station.reports.seed import seed_database
+
+    bar = _ProgressBar("seed", enabled=not args.quiet)
+    try:
+        result = seed_database(args.db, args.units, seed=args.seed, work_orders=args.work_orders,
+                               failure_rate=args.failure_rate, progress=bar)
+    except (ValueError, StationError) as exc:
+        bar.close()
+        print(f"seed failed: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(f"seeded {result.units} units ({result.failed} failed), {result.events} events, "
+          f"{result.work_orders} work orders in {result.seconds:.1f} s "
+          f"({result.units_per_second:,.0f} units/s); head seq {result.head_seq}; "
+          f"{result.db_bytes / 1e6:,.0f} MB")
+    return 0
