@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -244,21 +244,14 @@ def _no_private_material(*_: object, **__: object) -> NoReturn:
     raise TypeError("the CA private key lives in the HSM and cannot be exported or used for this")
 
 
-class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
-    """An EC private key whose sign() hashes on the host and signs the digest in the token."""
+class _PublicOnlyEcKey(ec.EllipticCurvePrivateKey):
+    """What every key object here shares: a public half, and no private material to hand out.
 
-    def __init__(self, ca_key: CaKey) -> None:
-        assert isinstance(ca_key.public_key, ec.EllipticCurvePublicKey)
-        self._ca = ca_key
-        self._public = ca_key.public_key
+    Subclasses say how to ``sign``; ``copy`` returns the same object because builders copy keys.
+    """
 
-    def sign(
-        self, data: bytes | bytearray | memoryview, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
-    ) -> bytes:
-        if not isinstance(signature_algorithm, ec.ECDSA):
-            raise TypeError("only ECDSA")
-        digest, name = _digest(bytes(data), signature_algorithm.algorithm)
-        return self._ca.sign_digest(digest, name)
+    def __init__(self, public: ec.EllipticCurvePublicKey) -> None:
+        self._public = public
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
@@ -275,23 +268,64 @@ class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
     private_numbers = _no_private_material
     private_bytes = _no_private_material
 
-    def __copy__(self) -> HsmEcPrivateKey:
+    def __copy__(self) -> Self:
         return self
 
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmEcPrivateKey:
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
         return self
+
+
+class _PublicOnlyRsaKey(rsa.RSAPrivateKey):
+    """RSA counterpart of :class:`_PublicOnlyEcKey`."""
+
+    def __init__(self, public: rsa.RSAPublicKey) -> None:
+        self._public = public
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    decrypt = _no_private_material
+    private_numbers = _no_private_material
+    private_bytes = _no_private_material
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+
+class HsmEcPrivateKey(_PublicOnlyEcKey):
+    """An EC private key whose sign() hashes on the host and signs the digest in the token."""
+
+    def __init__(self, ca_key: CaKey) -> None:
+        assert isinstance(ca_key.public_key, ec.EllipticCurvePublicKey)
+        super().__init__(ca_key.public_key)
+        self._ca = ca_key
+
+    def sign(
+        self, data: bytes | bytearray | memoryview, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+    ) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise TypeError("only ECDSA")
+        digest, name = _digest(bytes(data), signature_algorithm.algorithm)
+        return self._ca.sign_digest(digest, name)
 
     def __repr__(self) -> str:
         return f"HsmEcPrivateKey({self._ca.describe()}, token={self._ca.token.label!r})"
 
 
-class HsmRsaPrivateKey(rsa.RSAPrivateKey):
+class HsmRsaPrivateKey(_PublicOnlyRsaKey):
     """An RSA private key whose sign() hashes on the host and signs in the token (v1.5 or PSS)."""
 
     def __init__(self, ca_key: CaKey) -> None:
         assert isinstance(ca_key.public_key, rsa.RSAPublicKey)
+        super().__init__(ca_key.public_key)
         self._ca = ca_key
-        self._public = ca_key.public_key
 
     def sign(
         self,
@@ -308,33 +342,16 @@ class HsmRsaPrivateKey(rsa.RSAPrivateKey):
             return self._ca.sign_digest(digest, name)
         raise TypeError(f"unsupported padding {padding.name}")
 
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
-    decrypt = _no_private_material
-    private_numbers = _no_private_material
-    private_bytes = _no_private_material
-
-    def __copy__(self) -> HsmRsaPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HsmRsaPrivateKey:
-        return self
-
     def __repr__(self) -> str:
         return f"HsmRsaPrivateKey({self._ca.describe()}, token={self._ca.token.label!r})"
 
 
-class _CaptureEcKey(ec.EllipticCurvePrivateKey):
+class _CaptureEcKey(_PublicOnlyEcKey):
     """Signs nothing: returns the longest possible DER signature, so a built certificate's size
     is an upper bound and its ``tbs_certificate_bytes`` are what the HSM will sign later."""
 
     def __init__(self, public: ec.EllipticCurvePublicKey) -> None:
-        self._public = public
+        super().__init__(public)
         big = (1 << public.key_size) - 1  # top bit set in both: the longest DER encoding
         self._dummy = encode_rs(big, big)
 
@@ -343,33 +360,9 @@ class _CaptureEcKey(ec.EllipticCurvePrivateKey):
     ) -> bytes:
         return self._dummy
 
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public
 
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
-    exchange = _no_private_material
-    private_numbers = _no_private_material
-    private_bytes = _no_private_material
-
-    def __copy__(self) -> _CaptureEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _CaptureEcKey:
-        return self
-
-
-class _CaptureRsaKey(rsa.RSAPrivateKey):
+class _CaptureRsaKey(_PublicOnlyRsaKey):
     """RSA look-alike of :class:`_CaptureEcKey`: a zero signature of the key's length."""
-
-    def __init__(self, public: rsa.RSAPublicKey) -> None:
-        self._public = public
 
     def sign(
         self,
@@ -378,23 +371,6 @@ class _CaptureRsaKey(rsa.RSAPrivateKey):
         algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo,
     ) -> bytes:
         return b"\x00" * ((self._public.key_size + 7) // 8)
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
-    decrypt = _no_private_material
-    private_numbers = _no_private_material
-    private_bytes = _no_private_material
-
-    def __copy__(self) -> _CaptureRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _CaptureRsaKey:
-        return self
 
 
 def capture_key(public: PublicKey) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
