@@ -190,17 +190,7 @@ class Provisioner:
                     link.close()
                 except Exception:  # closing a vanished port must not mask the outcome
                     log.debug("closing link for slot %s failed", job.slot, exc_info=True)
-        return UnitResult(
-            slot=job.slot,
-            ok=True,
-            unit_id=attempt.unit_id,
-            hardware_id=attempt.device.hardware_id if attempt.device else None,
-            unit_serial=attempt.unit_serial,
-            cert_serial=format(attempt.prepared.serial, "x") if attempt.prepared else None,
-            cert_der=attempt.cert_der,
-            resumed=attempt.resumed,
-            timings=tuple(attempt.timings),
-        )
+        return self._result(attempt)
 
     # -- the sequence ------------------------------------------------------------------------------
 
@@ -444,16 +434,22 @@ class Provisioner:
                 log.error("slot %s: could not record the failure: %s", job.slot, audit_error)
                 if isinstance(audit_error, AuditWriteFailed):
                     self._stop_issuing(audit_error.message)
+        return self._result(attempt, failed_step=step, error_code=error.code, message=message,
+                            hint=hint)
+
+    @staticmethod
+    def _result(attempt: _Attempt, *, failed_step: Step | None = None, error_code: str | None = None,
+                message: str | None = None, hint: str | None = None) -> UnitResult:
         return UnitResult(
-            slot=job.slot,
-            ok=False,
+            slot=attempt.job.slot,
+            ok=failed_step is None,
             unit_id=attempt.unit_id,
             hardware_id=attempt.device.hardware_id if attempt.device else None,
             unit_serial=attempt.unit_serial,
             cert_serial=format(attempt.prepared.serial, "x") if attempt.prepared else None,
             cert_der=attempt.cert_der,
-            failed_step=step,
-            error_code=error.code,
+            failed_step=failed_step,
+            error_code=error_code,
             message=message,
             hint=hint,
             resumed=attempt.resumed,
