@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -105,7 +106,7 @@ def demo_work_order(units: int, *, number: str | None = None) -> WorkOrder:
     """The demo's work order: a fresh number per run unless ``number`` is given."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return WorkOrder(
-        number=number or f"WO-DEMO-{stamp}-{os.getpid()}", product="sensor-v2", profile="tls-client",
+        number=number or f"WO-DEMO-{stamp}-{secrets.token_hex(3)}", product="sensor-v2", profile="tls-client",
         quantity=units, serial_format="SNS2-{seq:06d}",
         commissioning=(("wifi.ssid", "factory-line-1", False),
                        ("wifi.passphrase", "demo-passphrase-not-secret-elsewhere", True),
