@@ -236,6 +236,17 @@ class TokenSession:
         log.info("opened PKCS#11 session on token %s (generation %d)", self.label, self.generation)
         return session
 
+    def _reopen(self, action: str) -> Any:
+        """Open the session; a token that vanished after it had been open is a lost session, not a
+        configuration error (the token was pulled or the module failed mid-run)."""
+        try:
+            return self._open()
+        except TokenNotFound as exc:
+            if self.generation == 0:
+                raise
+            raise SessionLost("the HSM token is gone (removed, or its module failed) and could not be "
+                              "re-opened", action=action, token=self.label) from exc
+
     def _drop(self) -> None:
         old, self._session = self._session, None
         if old is None:
@@ -250,7 +261,7 @@ class TokenSession:
         with self._lock:
             for attempt in (1, 2):
                 if self._session is None:
-                    self._session = self._open()
+                    self._session = self._reopen(action)
                 try:
                     return op(self._session)
                 except HsmError:
