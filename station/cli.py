@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:  # the Qt GUI is an optional extra (PySide6); the headless station works without it
         from station.gui import cli as gui_cli
     except ImportError:
-        gui_cli = None
-    if gui_cli is not None:
+        pass
+    else:
         gui_cli.register(sub)
     return parser
 
