@@ -101,6 +101,23 @@ def describe_db_error(exc: BaseException) -> str:
     return f"database error: {text.splitlines()[0] if text else type(orig).__name__}"
 
 
+_AFTERMATH: Final = ("no such savepoint", "no transaction is active")
+
+
+def _first_failure(exc: BaseException) -> BaseException:
+    """The error that started it. On SQLITE_FULL or an I/O error SQLite may roll back the whole
+    transaction itself; rolling back the batch's savepoint then fails with "no such savepoint", which
+    would hide "database or disk is full" from the technician. Walk back to the original error."""
+    seen: set[int] = set()
+    while any(word in str(getattr(exc, "orig", None) or exc).lower() for word in _AFTERMATH):
+        earlier = exc.__context__ or exc.__cause__
+        if earlier is None or id(earlier) in seen:
+            break
+        seen.add(id(exc))
+        exc = earlier
+    return exc
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -320,6 +337,7 @@ class SqlAuditStore:
 
     def _translate(self, exc: BaseException, op: str, context: Mapping[str, Any]) -> StationError:
         """THE place where database exceptions become station errors (and issuing stops)."""
+        exc = _first_failure(exc)
         orig = getattr(exc, "orig", None) or exc
         text = str(orig)
         low = text.lower()
