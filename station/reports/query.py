@@ -233,6 +233,12 @@ class Summary:
         return 100.0 * self.provisioned / done if done else 0.0
 
 
+def _utc_dt(value: Any) -> datetime | None:
+    if isinstance(value, str):  # MIN/MAX on SQLite return the stored text
+        value = datetime.fromisoformat(value)
+    return _utc(value) if isinstance(value, datetime) else None
+
+
 def _utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -297,6 +303,13 @@ class AuditQuery:
                                  UNITS.c.id.desc() if descending else UNITS.c.id).offset(offset)
         with self.connect() as conn:
             return [tuple(_utc(v) for v in row) for row in conn.execute(stmt.limit(limit))]
+
+    def first_last(self) -> tuple[datetime | None, datetime | None]:
+        """Start time of the first and last unit (two index seeks): the view's default date range."""
+        with self.connect() as conn:
+            lo = conn.execute(select(func.min(UNITS.c.started_at))).scalar()
+            hi = conn.execute(select(func.max(UNITS.c.started_at))).scalar()
+        return _utc_dt(lo), _utc_dt(hi)
 
     def distinct_values(self) -> dict[str, list[str]]:
         """The choices of the view's filter boxes, each from its index (a skip scan, not a full scan)."""
