@@ -46,6 +46,9 @@ class UnitsTableModel(QAbstractTableModel):
         self._sort_key = "id"
         self._descending = True
         self._page_size = page_size
+        self._busy = False
+        """True while resetting or inserting: a view (or qtmodeltester) that asks for more from inside
+        our own change signals is ignored, so changes never nest."""
         self.total = 0
         self._bold = QFont()
         self._bold.setBold(True)
@@ -70,11 +73,15 @@ class UnitsTableModel(QAbstractTableModel):
         self._reload()
 
     def _reload(self) -> None:
-        self.beginResetModel()
-        self._rows = []
-        self._exhausted = False
-        self.total = self._query.count(self._filter)
-        self.endResetModel()
+        self._busy = True
+        try:
+            self.beginResetModel()
+            self._rows = []
+            self._exhausted = False
+            self.total = self._query.count(self._filter)
+            self.endResetModel()
+        finally:
+            self._busy = False
         if self.canFetchMore(QModelIndex()):
             self.fetchMore(QModelIndex())
         self.filter_applied.emit(self.total)
@@ -94,10 +101,10 @@ class UnitsTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(TABLE_COLUMNS)
 
     def canFetchMore(self, parent: Index) -> bool:  # noqa: N802
-        return not parent.isValid() and not self._exhausted
+        return not parent.isValid() and not self._exhausted and not self._busy
 
     def fetchMore(self, parent: Index) -> None:  # noqa: N802
-        if parent.isValid() or self._exhausted:
+        if parent.isValid() or self._exhausted or self._busy:
             return
         after = int(self._rows[-1][0]) if self._rows and self._sort_key == "id" else None
         page = self._query.page(self._filter, sort=self._sort_key, descending=self._descending,
@@ -106,9 +113,13 @@ class UnitsTableModel(QAbstractTableModel):
             self._exhausted = True
         if page:
             first = len(self._rows)
-            self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
-            self._rows.extend(page)
-            self.endInsertRows()
+            self._busy = True
+            try:
+                self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
+                self._rows.extend(page)
+                self.endInsertRows()
+            finally:
+                self._busy = False
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not (0 <= index.row() < len(self._rows)):

@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from PySide6.QtCore import QDateTime, QItemSelection, QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import (
+    QDateTime,
+    QItemSelection,
+    QObject,
+    Qt,
+    QThread,
+    QTimer,
+    QTimeZone,
+    Signal,
+    Slot,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -165,10 +175,10 @@ class AuditView(QWidget):
         self.until = QDateTimeEdit()
         lo, hi = self._time_range()
         for box, edit, value in ((self.since_on, self.since, lo), (self.until_on, self.until, hi)):
-            edit.setTimeSpec(Qt.TimeSpec.UTC)
+            edit.setTimeZone(QTimeZone.utc())
             edit.setDisplayFormat("yyyy-MM-dd HH:mm")
             edit.setCalendarPopup(True)
-            edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(value.timestamp()), Qt.TimeSpec.UTC))
+            edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(value.timestamp()), QTimeZone.utc()))
             edit.setEnabled(False)
             box.toggled.connect(edit.setEnabled)
             box.toggled.connect(lambda _on: self.apply_filters())
@@ -264,7 +274,7 @@ class AuditView(QWidget):
                 on.setChecked(value is not None)
                 edit.setEnabled(value is not None)
                 if value is not None:
-                    edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(value.timestamp()), Qt.TimeSpec.UTC))
+                    edit.setDateTime(QDateTime.fromSecsSinceEpoch(int(value.timestamp()), QTimeZone.utc()))
             self.search.setText(f.search or "")
         finally:
             for w in widgets:
