@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
+from PySide6.QtWidgets import QAbstractSpinBox, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
 from shiboken6 import Shiboken
 
 
@@ -134,7 +134,7 @@ class ScannerFilter(QObject):
         ident = (Shiboken.getCppPointer(event)[0], event.key(), event.text(), event.timestamp())
         if self._passed is not None and self._passed[0] == ident and _is_ancestor(watched, self._passed[1]):
             return False
-        in_text = isinstance(QApplication.focusWidget(), _TEXT_INPUTS)
+        in_text = isinstance(watched, _TEXT_INPUTS)  # where the key is going, focus or not
         now = time.monotonic()
         if self._times and now - self._times[-1] > self.stale_s:
             self.reset()
@@ -163,7 +163,7 @@ class ScannerFilter(QObject):
             if not (burst and self.classifier.recognised(text)):
                 self._pass(ident, watched)
                 return False  # human typing in a field: the field handles its Enter
-            focus = QApplication.focusWidget()
+            focus = watched
             if isinstance(focus, QLineEdit) and focus.text().endswith(text):
                 focus.setText(focus.text()[: -len(text)])  # the scan never stays in a text box
         self.submit(text, manual=not burst)

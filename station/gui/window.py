@@ -65,7 +65,8 @@ class SignInPage(QWidget):
         self._scanner = scanner
         title = _label("Provisioning station", size=40, bold=True)
         self.instruction = _label("\u25a0 SCAN  your badge to sign in", size=30, bold=True)
-        self.instruction.setStyleSheet(f"background: {theme.BLUE}; color: {theme.WHITE}; padding: 14px;")
+        self.instruction.setStyleSheet(f"background: {theme.BLUE}; color: {theme.WHITE}; padding: 14px;"
+                                       " font-size: 30px; font-weight: bold;")
         self.badge = QLineEdit()
         self.badge.setObjectName("badgeField")
         self.badge.setPlaceholderText("or type the badge number and press Enter")
@@ -155,6 +156,7 @@ class LinePage(QWidget):
         controls.addWidget(self.sign_out_button)
         self.results = make_table(controller.results_model)
         self.results.setObjectName("results")
+        self.results.setMinimumWidth(440)
         self.results.clicked.connect(self._result_clicked)
         self.results.activated.connect(self._result_clicked)
         self.timeline = make_table(controller.timeline_model)
@@ -166,7 +168,7 @@ class LinePage(QWidget):
         side.addWidget(self.timeline_title)
         side.addWidget(self.timeline, 2)
         middle = QHBoxLayout()
-        middle.addWidget(self.grid, 5)
+        middle.addWidget(self.grid, 3)
         middle.addLayout(side, 2)
         body = QVBoxLayout()
         body.setContentsMargins(12, 8, 12, 8)

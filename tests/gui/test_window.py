@@ -1,0 +1,188 @@
+"""The real window, offscreen: scans, clicks, SoftHSM, SQLite and virtual devices on ptys."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt as QtNS
+from PySide6.QtCore import QTimer
+from pytestqt.qtbot import QtBot
+
+from fixtures.virtual_dut import Faults
+from station.domain import UnitStatus
+from station.gui.slots import SlotState
+from station.gui.window import AdminPage, LinePage, QualityPage, SignInPage
+from tests.gui.conftest import WindowFactory, scan, sign_in
+
+LONG = 30_000
+
+
+def _refusals(window: object) -> list[dict[str, str]]:
+    store = window.controller.station.store  # type: ignore[attr-defined]
+    return [e.detail for e in store.events() if e.kind == "refusal"]
+
+
+def test_scan_sign_in_work_order_then_provision_four_by_click(qtbot: QtBot,
+                                                               make_window: WindowFactory) -> None:
+    window = make_window()
+    assert isinstance(window.current_page(), SignInPage)
+    sign_in(qtbot, window)
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), LinePage))
+    assert window.session.operator is not None and window.session.operator.role == "technician"
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    assert "WO-DEMO-1001" in window.line.banner.work_order.text()
+    assert "Tess Technician" in window.line.banner.operator.text()
+
+    qtbot.mouseClick(window.line.start_all, QtNS.MouseButton.LeftButton)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: all(v.state is SlotState.PASS for v in model.views()), timeout=LONG)
+    for tile, view in zip(window.line.grid.tiles, model.views(), strict=True):
+        assert "PASS" in tile.verdict.text() and "\u2714" in tile.verdict.text()  # word + icon
+        assert view.unit_serial and view.unit_serial in tile.line1.text()
+    store = window.controller.station.store
+    units = list(store.list_units(work_order="WO-DEMO-1001"))
+    assert [u.status for u in units] == [UnitStatus.PROVISIONED] * 4
+    assert "Done 4 of 16" in window.line.banner.done.text()
+    assert window.controller.results_model.rowCount() == 4
+    kinds = [e.kind for e in store.events()]
+    assert "sign_in" in kinds
+
+
+def test_faulty_device_shows_fail_with_reason_and_hint(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([None, Faults(bad_csr_signature=True)])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    tile = window.line.grid.tiles[1]
+    qtbot.mouseClick(tile, QtNS.MouseButton.LeftButton)  # start slot 2 by clicking its tile
+    qtbot.waitUntil(lambda: window.controller.slot_model.view(1).state is SlotState.FAIL, timeout=LONG)
+    assert "FAIL" in tile.verdict.text() and "\u2718" in tile.verdict.text()
+    assert "certificate request was refused" in tile.line1.text()
+    assert "Set the device aside" in tile.hint.text()
+    assert window.controller.slot_model.view(0).state is not SlotState.RUNNING  # only slot 2 ran
+    window.line.results.clicked.emit(window.controller.results_model.index(0, 0))
+    timeline = window.controller.timeline_model
+    assert timeline.rowCount() >= 2
+    last = timeline.index(timeline.rowCount() - 1, 2).data()
+    assert "failed" in last
+
+
+def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,
+                                                            make_window: WindowFactory) -> None:
+    window = make_window([None])
+    sign_in(qtbot, window)
+    entry = window.line.entry
+    entry.setFocus()
+    qtbot.keyClicks(entry, "WO-DEMO-1002", delay=60)  # a person typing, not a scanner
+    qtbot.keyClick(entry, QtNS.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    assert window.controller.work_order.number == "WO-DEMO-1002"  # type: ignore[union-attr]
+    assert entry.text() == ""
+
+
+def test_scan_into_a_focused_text_box_is_routed_not_typed(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([None])
+    sign_in(qtbot, window)
+    window.line.entry.setFocus()
+    scan(qtbot, window.line.entry, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    assert window.line.entry.text() == ""
+
+
+def test_unit_label_scan_binds_a_slot_and_starts_it(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([None, None])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    with qtbot.waitSignal(window.controller.result_added, timeout=LONG) as blocker:
+        scan(qtbot, window, "U-LABEL-0001")
+    result = blocker.args[0]
+    assert result.ok and result.slot == "1"
+    events = list(window.controller.station.store.events(unit_id=result.unit_id))
+    assert any(e.kind == "unit_label" and e.detail.get("label") == "U-LABEL-0001" for e in events)
+
+
+def test_technician_cannot_leave_kiosk_or_open_configuration(qtbot: QtBot,
+                                                            make_window: WindowFactory) -> None:
+    window = make_window([None], kiosk=True)
+    assert window.windowFlags() & QtNS.WindowType.FramelessWindowHint
+    sign_in(qtbot, window)
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), LinePage))
+    assert not window.close()  # the close button
+    qtbot.keyClick(window, QtNS.Key.Key_F4, QtNS.KeyboardModifier.AltModifier)
+    qtbot.keyClick(window, QtNS.Key.Key_Q, QtNS.KeyboardModifier.ControlModifier)
+    assert window.isVisible()
+    qtbot.mouseClick(window.line.config_button, QtNS.MouseButton.LeftButton)
+    qtbot.keyClick(window, QtNS.Key.Key_F10)
+    assert not isinstance(window.current_page(), AdminPage)
+    assert "Refused" in window.line.notice.text()
+    refusals = _refusals(window)
+    actions = [(r["action"], r["where"]) for r in refusals]
+    assert ("leave_kiosk", "window close") in actions
+    assert ("leave_kiosk", "Alt+F4") in actions
+    assert ("leave_kiosk", "Ctrl+Q") in actions
+    assert ("configure", "configuration page") in actions
+    assert all(r["role"] == "technician" for r in refusals)
+
+    # An admin may: configuration opens, and leaving the kiosk closes the window.
+    window.session.sign_out("user")
+    sign_in(qtbot, window, "B-9001", "9876")
+    qtbot.waitUntil(lambda: window.session.role == "admin")
+    assert window.open_admin() and isinstance(window.current_page(), AdminPage)
+    qtbot.mouseClick(window.admin.leave, QtNS.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.isVisible())
+
+
+def test_wrong_pin_is_refused_and_logged(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([None])
+    sign_in(qtbot, window, "B-1001", "0000")
+    assert window.session.operator is None
+    assert "not accepted" in window.sign_in.message.text()
+    events = [e for e in window.controller.station.store.events() if e.kind == "sign_in"]
+    assert events[-1].outcome == "failed" and "0000" not in repr(events[-1])
+
+
+def test_sign_out_on_idle(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([None], idle_timeout_s=0.5)
+    sign_in(qtbot, window)
+    qtbot.waitUntil(lambda: window.session.operator is not None)
+    qtbot.waitUntil(lambda: window.session.operator is None, timeout=5_000)
+    assert isinstance(window.current_page(), SignInPage)
+    events = list(window.controller.station.store.events())
+    assert events[-1].kind == "sign_out_reason" and events[-1].detail["reason"] == "idle"
+    assert events[-2].kind == "sign_out"
+
+
+def test_quality_sees_audit_page_and_technician_is_refused(qtbot: QtBot,
+                                                           make_window: WindowFactory) -> None:
+    window = make_window([None])
+    sign_in(qtbot, window, "B-2001", "2345")
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), QualityPage))
+    assert not window.controller.start_slot(0)  # quality is read-only
+    window.session.sign_out("user")
+    sign_in(qtbot, window, "B-1001", "1234")
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), LinePage))
+    assert not window.open_audit()
+    assert ("view_audit", "audit page") in [(r["action"], r["where"]) for r in _refusals(window)]
+
+
+def test_window_stays_responsive_while_a_device_hangs(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window([Faults(silent_at="generate_key"), None])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    window.controller.start_slot(0)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: model.view(0).step == "generate_key", timeout=LONG)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    qtbot.wait(400)
+    timer.stop()
+    assert model.view(0).state is SlotState.RUNNING  # still hung...
+    assert len(ticks) >= 10  # ...while the GUI thread keeps running its timers
+    window.controller.start_slot(1)  # and another slot provisions meanwhile
+    qtbot.waitUntil(lambda: model.view(1).state is SlotState.PASS, timeout=LONG)
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.FAIL, timeout=LONG)
+    assert "stopped answering" in model.view(0).message
