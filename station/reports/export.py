@@ -7,8 +7,8 @@ canvas (see :mod:`station.reports.pdf` for what reportlab keeps per page).
 
 from __future__ import annotations
 
-import csv
 import json
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,15 +44,44 @@ def _ticks(rows: Iterable[tuple[Any, ...]], total: int, progress: ProgressCallba
         progress(count, max(total, count))
 
 
+SAFE_COLUMNS: Final = frozenset({
+    "unit_id", "status", "started_at", "finished_at", "public_key_sha256", "cert_serial", "cert_sha256",
+    "cert_der_hex",
+})
+"""Columns that are digits, hex or ISO timestamps by construction: never quoted, never scanned."""
+
+_NEEDS_QUOTES: Final = re.compile(r'[",\r\n]')
+
+
+def csv_field(value: object) -> str:
+    """One field exactly as ``csv.writer`` (QUOTE_MINIMAL) writes it; ``None`` is empty."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if _NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_line(row: tuple[Any, ...], safe: tuple[bool, ...]) -> str:
+    """A CSV line without the csv module's per-character loop over the 1 kB certificate hex (which
+    made ``csv.writer`` 5x slower than sqlite3's own dump); free-text fields are still quoted."""
+    return ",".join(
+        ("" if v is None else v if isinstance(v, str) else str(v)) if ok else csv_field(v)
+        for v, ok in zip(row, safe, strict=True)
+    ) + "\n"
+
+
 def write_csv(query: AuditQuery, f: UnitFilter, out: TextIO, *,
               progress: ProgressCallback | None = None) -> int:
-    """CSV with a header row; returns the number of units written."""
+    """CSV with a header row (RFC 4180 quoting, ``\\n`` line ends); returns the units written."""
     total = query.count(f) if progress else 0
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
+    out.write(",".join(EXPORT_COLUMNS) + "\n")
+    safe = tuple(name in SAFE_COLUMNS for name in EXPORT_COLUMNS)
     count = 0
+    write = out.write
     for row in _ticks(query.stream(f), total, progress):
-        writer.writerow(row)
+        write(csv_line(row, safe))
         count += 1
     return count
 
