@@ -28,10 +28,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from cryptography import x509
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Row, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -78,6 +78,49 @@ _CONFLICT_WORDS: Final = (
 )
 
 _QUOTA_COUNTED = UnitRow.intent_at.is_not(None)
+
+# The write fast path: SQLAlchemy Core statements on the transaction's connection (compiled once,
+# then served from the statement cache), no ORM objects, no unit-of-work flush per event.
+_UNITS = cast(Table, UnitRow.__table__)
+_WORK_ORDERS = cast(Table, WorkOrderRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_HEAD = cast(Table, ChainHeadRow.__table__)
+_INSERT_EVENT: Final = insert(_EVENTS)
+_INSERT_UNIT: Final = insert(_UNITS)
+_UPDATE_HEAD: Final = update(_HEAD).where(_HEAD.c.id == 1)
+_SELECT_HEAD: Final = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_UPDATE_UNIT: Final = update(_UNITS).where(_UNITS.c.id == bindparam("unit_id"))
+_SELECT_UNIT: Final = (
+    select(*[c for c in _UNITS.c if c.name != "work_order_id"],
+           _UNITS.c.work_order_id, _WORK_ORDERS.c.number.label("wo_number"),
+           _WORK_ORDERS.c.commissioning_json.label("wo_commissioning"))
+    .join_from(_UNITS, _WORK_ORDERS, _UNITS.c.work_order_id == _WORK_ORDERS.c.id)
+)
+_SELECT_UNIT_BY_ID: Final = _SELECT_UNIT.where(_UNITS.c.id == bindparam("unit_id"))
+_SELECT_WORK_ORDER: Final = select(
+    _WORK_ORDERS.c.id, _WORK_ORDERS.c.number, _WORK_ORDERS.c.product, _WORK_ORDERS.c.profile,
+    _WORK_ORDERS.c.quantity, _WORK_ORDERS.c.serial_format, _WORK_ORDERS.c.next_seq,
+)
+_LOCK_WORK_ORDER: Final = _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")).with_for_update()
+_WORK_ORDER_BY_NUMBER: Final = _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.number == bindparam("number"))
+_CONSUMED: Final = select(func.count()).select_from(_UNITS).where(
+    _UNITS.c.work_order_id == bindparam("wo_id"), _UNITS.c.intent_at.is_not(None))
+_ACTIVE_UNIT: Final = select(_UNITS.c.id).where(
+    _UNITS.c.hardware_id == bindparam("hardware_id"), _UNITS.c.status.in_(ACTIVE_STATUSES)).limit(1)
+_KEY_KNOWN: Final = select(_UNITS.c.id).where(_UNITS.c.public_key_sha256 == bindparam("fp")).limit(1)
+_ISSUED_FOR: Final = (
+    _SELECT_UNIT.where(_UNITS.c.hardware_id == bindparam("hardware_id"), _UNITS.c.cert_der.is_not(None))
+    .order_by(_UNITS.c.id.desc()).limit(1)
+)
+_UPDATE_NEXT_SEQ: Final = update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id"))
+
+_UnitRow = Row[*tuple[Any, ...]]
+"""A row of :data:`_SELECT_UNIT`: the unit's columns, ``wo_number`` and ``wo_commissioning``."""
+
+_HEAD_KEY: Final = "audit.chain_head"
+"""``Session.info`` key: the chain head (seq, hash) as this transaction last wrote it."""
+_TX_CACHE_KEY: Final = "audit.cache"
+"""``Session.info`` key: immutable lookups made in this transaction (work orders, secret keys)."""
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -189,6 +232,20 @@ class OperatorInfo:
     badge_id: str
     name: str
     role: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WorkOrderRef:
+    """A recorded work order as the write path needs it (its terms never change once recorded)."""
+
+    id: int
+    number: str
+    terms: tuple[str, str, int, str]
+    """(product, profile, quantity, serial format)."""
+
+    @property
+    def quantity(self) -> int:
+        return self.terms[2]
 
 
 class SqlAuditStore:
@@ -308,10 +365,21 @@ class SqlAuditStore:
 
     @contextmanager
     def _savepoint(self, session: Session, op: str, context: Mapping[str, Any]) -> Iterator[None]:
-        """One write inside a batch: the same error handling as :meth:`_write`, rolled back alone."""
+        """One write inside a batch: the same error handling as :meth:`_write`, rolled back alone.
+
+        The in-memory chain head and lookups roll back with the savepoint. ORM objects loaded by an
+        earlier write of the batch are expired first, since Core writes since then bypassed them."""
+        if session.identity_map:
+            session.expire_all()
+        head = session.info.get(_HEAD_KEY)
         try:
-            with session.begin_nested():
-                yield
+            try:
+                with session.begin_nested():
+                    yield
+            except BaseException:
+                session.info[_HEAD_KEY] = head
+                session.info.pop(_TX_CACHE_KEY, None)
+                raise
         except (QuotaExhausted, IdentityConflict) as refusal:
             self._log_refusal(op, refusal, context)
             raise
@@ -330,6 +398,8 @@ class SqlAuditStore:
         Inside :meth:`batch` the batch's own session, so a read sees the writes queued before it."""
         batch: Session | None = getattr(self._batch, "session", None)
         if batch is not None:
+            if batch.identity_map:  # Core writes of the batch bypassed any ORM object loaded earlier
+                batch.expire_all()
             yield batch
             return
         with Session(self._reader) as session:
@@ -381,9 +451,22 @@ class SqlAuditStore:
         detail: Mapping[str, str] | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
-    ) -> EventRow:
-        """Append one chained event; holds the chain head row lock until commit."""
-        head = s.scalars(select(ChainHeadRow).where(ChainHeadRow.id == 1).with_for_update()).one()
+    ) -> None:
+        """Append one chained event (Core INSERT) and move the chain head.
+
+        The head is read once per transaction (``SELECT ... FOR UPDATE``: on PostgreSQL that row lock
+        serialises appenders until commit; on SQLite ``BEGIN IMMEDIATE`` already made the transaction
+        the only writer) and then kept in ``Session.info`` for the rest of the transaction; a batch
+        write that rolls back its savepoint restores it (:meth:`_savepoint`). The hash is the same
+        canonical :func:`event_hash`, so :func:`verify_chain` checks these rows as before.
+        """
+        if s.new or s.dirty or s.deleted:
+            s.flush()  # ORM-path writers: their rows must be in the database before the Core insert
+        conn = s.connection()
+        head: tuple[int, str] | None = s.info.get(_HEAD_KEY)
+        if head is None:
+            row = conn.execute(_SELECT_HEAD).one()
+            head = (int(row.seq), str(row.hash))
         fields: dict[str, Any] = {
             "station": self.station_id,
             "kind": kind,
@@ -398,30 +481,50 @@ class SqlAuditStore:
             "error_message": error_message,
             "occurred_at": _now().isoformat(timespec="microseconds"),
         }
-        seq = head.seq + 1
-        digest = event_hash(seq, head.hash, fields)
-        row = EventRow(seq=seq, prev_hash=head.hash, hash=digest, **fields)
-        s.add(row)
-        head.seq = seq
-        head.hash = digest
-        s.flush()
-        return row
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _unit(self, s: Session, unit_id: int) -> tuple[UnitRow, WorkOrderRow]:
-        row = s.execute(
-            select(UnitRow, WorkOrderRow).join(WorkOrderRow).where(UnitRow.id == unit_id)
-        ).one_or_none()
-        if row is None:
-            raise ValueError(f"unknown unit id {unit_id}")
-        return row[0], row[1]
+        seq = head[0] + 1
+        digest = event_hash(seq, head[1], fields)
+        conn.execute(_INSERT_EVENT, {"seq": seq, "prev_hash": head[1], "hash": digest, **fields})
+        conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
+        s.info[_HEAD_KEY] = (seq, digest)
 
     @staticmethod
-    def _expect(unit: UnitRow, *allowed: UnitStatus) -> None:
-        if unit.status not in allowed:
+    def _tx_cache(s: Session) -> dict[Any, Any]:
+        """Lookups of immutable rows made in this transaction (dropped with a rolled-back savepoint)."""
+        cache: dict[Any, Any] | None = s.info.get(_TX_CACHE_KEY)
+        if cache is None:
+            cache = s.info[_TX_CACHE_KEY] = {}
+        return cache
+
+    def _unit_row(self, s: Session, unit_id: int) -> _UnitRow:
+        """The unit's columns plus its work order's number and commissioning (one Core SELECT)."""
+        row = s.connection().execute(_SELECT_UNIT_BY_ID, {"unit_id": unit_id}).one_or_none()
+        if row is None:
+            raise ValueError(f"unknown unit id {unit_id}")
+        return row
+
+    def _secret_keys_of(self, s: Session, row: _UnitRow) -> list[str]:
+        cache = self._tx_cache(s)
+        key = ("secrets", row.work_order_id)
+        keys: list[str] | None = cache.get(key)
+        if keys is None:
+            keys = cache[key] = [str(v["key"]) for v in json.loads(row.wo_commissioning) if v.get("secret")]
+        return keys
+
+    @staticmethod
+    def _update_unit(s: Session, unit_id: int, **values: Any) -> None:
+        s.connection().execute(_UPDATE_UNIT, {"unit_id": unit_id, **values})
+
+    @staticmethod
+    def _expect_status(row: _UnitRow, *allowed: UnitStatus) -> None:
+        if row.status not in allowed:
             wanted = "/".join(allowed)
-            raise ValueError(f"unit {unit.id} is {unit.status}, expected {wanted}")
+            raise ValueError(f"unit {row.id} is {row.status}, expected {wanted}")
+
+    @staticmethod
+    def _consumed_core(s: Session, work_order_id: int) -> int:
+        return int(s.connection().execute(_CONSUMED, {"wo_id": work_order_id}).scalar() or 0)
+
+    # -- helpers ---------------------------------------------------------------------------------
 
     @staticmethod
     def _consumed(s: Session, work_order_id: int) -> int:
@@ -430,47 +533,49 @@ class SqlAuditStore:
         )
         return int(s.scalar(stmt) or 0)
 
-    @staticmethod
-    def _lock_work_order(s: Session, work_order_id: int) -> WorkOrderRow:
-        stmt = select(WorkOrderRow).where(WorkOrderRow.id == work_order_id).with_for_update()
-        return s.scalars(stmt).one()
-
-    def _ensure_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> WorkOrderRow:
-        row = s.scalars(select(WorkOrderRow).where(WorkOrderRow.number == wo.number)).one_or_none()
-        commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
-        if row is None:
-            # A serial format is one numbering space across work orders: the next work order of
-            # the same product continues the series instead of reusing serials.
-            next_seq = s.scalar(
-                select(func.max(WorkOrderRow.next_seq)).where(
-                    WorkOrderRow.serial_format == wo.serial_format, WorkOrderRow.product == wo.product)
-            ) or 1
-            row = WorkOrderRow(
-                number=wo.number, product=wo.product, profile=wo.profile, quantity=wo.quantity,
-                serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=next_seq,
-                station=self.station_id, created_at=_now(),
-            )
-            s.add(row)
-            s.flush()
-            self._append(
-                s, kind="work_order_created", work_order=wo.number, operator=operator, outcome="ok",
-                detail={
-                    "product": wo.product, "profile": wo.profile, "quantity": str(wo.quantity),
-                    "serial_format": wo.serial_format, "commissioning": commissioning,
-                },
-            )
-            return row
-        terms = (row.product, row.profile, row.quantity, row.serial_format)
-        if terms != (wo.product, wo.profile, wo.quantity, wo.serial_format):
+    def _ensure_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> _WorkOrderRef:
+        """The recorded work order with these terms (created, with its event, on first sight)."""
+        cache = self._tx_cache(s)
+        ref: _WorkOrderRef | None = cache.get(("wo", wo.number))
+        if ref is not None and ref.terms == (wo.product, wo.profile, wo.quantity, wo.serial_format):
+            return ref
+        found = s.connection().execute(_WORK_ORDER_BY_NUMBER, {"number": wo.number}).one_or_none()
+        if found is None:
+            return self._create_work_order(s, wo, operator)
+        ref = _WorkOrderRef(id=found.id, number=found.number,
+                            terms=(found.product, found.profile, found.quantity, found.serial_format))
+        if ref.terms != (wo.product, wo.profile, wo.quantity, wo.serial_format):
             raise ConfigError(
                 f"work order {wo.number} is already recorded with different product, profile, quantity "
                 "or serial format", work_order=wo.number,
             )
-        return row
+        cache[("wo", wo.number)] = ref
+        return ref
 
-    @staticmethod
-    def _secret_keys(wo: WorkOrderRow) -> list[str]:
-        return [str(v["key"]) for v in json.loads(wo.commissioning_json) if v.get("secret")]
+    def _create_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> _WorkOrderRef:
+        commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
+        # A serial format is one numbering space across work orders: the next work order of
+        # the same product continues the series instead of reusing serials.
+        next_seq = s.scalar(
+            select(func.max(WorkOrderRow.next_seq)).where(
+                WorkOrderRow.serial_format == wo.serial_format, WorkOrderRow.product == wo.product)
+        ) or 1
+        row = WorkOrderRow(
+            number=wo.number, product=wo.product, profile=wo.profile, quantity=wo.quantity,
+            serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=next_seq,
+            station=self.station_id, created_at=_now(),
+        )
+        s.add(row)
+        s.flush()
+        self._append(
+            s, kind="work_order_created", work_order=wo.number, operator=operator, outcome="ok",
+            detail={
+                "product": wo.product, "profile": wo.profile, "quantity": str(wo.quantity),
+                "serial_format": wo.serial_format, "commissioning": commissioning,
+            },
+        )
+        return _WorkOrderRef(id=row.id, number=row.number,
+                             terms=(row.product, row.profile, row.quantity, row.serial_format))
 
     @staticmethod
     def _record(unit: UnitRow, work_order: str) -> UnitRecord:
@@ -494,6 +599,29 @@ class SqlAuditStore:
             error_message=unit.error_message,
         )
 
+    @staticmethod
+    def _record_of_row(row: _UnitRow) -> UnitRecord:
+        """:meth:`_record` for a Core row of :data:`_SELECT_UNIT`."""
+        return UnitRecord(
+            unit_id=row.id,
+            work_order=row.wo_number,
+            station=row.station,
+            slot=row.slot,
+            operator=row.operator,
+            hardware_id=row.hardware_id,
+            serial_number=row.serial_number,
+            status=UnitStatus(row.status),
+            started_at=_utc(row.started_at) or row.started_at,
+            finished_at=_utc(row.finished_at),
+            public_key_sha256=row.public_key_sha256,
+            cert_serial=row.cert_serial,
+            cert_der=row.cert_der,
+            profile=row.profile,
+            failed_step=Step(row.failed_step) if row.failed_step else None,
+            error_code=row.error_code,
+            error_message=row.error_message,
+        )
+
     # -- AuditStore protocol ---------------------------------------------------------------------
 
     def create_work_order(self, work_order: WorkOrder, *, operator: str | None = None) -> None:
@@ -508,30 +636,28 @@ class SqlAuditStore:
         self._require_issuing()
         with self._write("start_unit", work_order=work_order.number, hardware_id=hardware_id) as s:
             wo = self._ensure_work_order(s, work_order, operator)
-            active = s.scalar(
-                select(UnitRow.id).where(
-                    UnitRow.hardware_id == hardware_id, UnitRow.status.in_(ACTIVE_STATUSES)
-                )
-            )
+            conn = s.connection()
+            active = conn.execute(_ACTIVE_UNIT, {"hardware_id": hardware_id}).scalar()
             if active is not None:
                 raise IdentityConflict(
                     f"hardware id already belongs to active unit {active}", hardware_id=hardware_id
                 )
-            if self._consumed(s, wo.id) >= wo.quantity:
+            if self._consumed_core(s, wo.id) >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
-            unit = UnitRow(
-                work_order_id=wo.id, station=station, slot=slot, operator=operator,
-                hardware_id=hardware_id, status=UnitStatus.IN_PROGRESS, started_at=_now(),
-            )
-            s.add(unit)
-            s.flush()
+            result = conn.execute(_INSERT_UNIT, {
+                "work_order_id": wo.id, "station": station, "slot": slot, "operator": operator,
+                "hardware_id": hardware_id, "status": str(UnitStatus.IN_PROGRESS), "started_at": _now(),
+            })
+            key = result.inserted_primary_key
+            assert key is not None
+            unit_id = int(key[0])
             self._append(
-                s, kind="unit_started", unit_id=unit.id, work_order=wo.number, operator=operator,
+                s, kind="unit_started", unit_id=unit_id, work_order=wo.number, operator=operator,
                 outcome="ok",
                 detail={"status": UnitStatus.IN_PROGRESS, "hardware_id": hardware_id, "slot": slot,
                         "unit_station": station},
             )
-            return unit.id
+            return unit_id
 
     def record_step(
         self,
@@ -546,33 +672,33 @@ class SqlAuditStore:
     ) -> None:
         """Append one step event (secret-looking detail keys are redacted here as a second guard)."""
         with self._write("record_step", unit_id=unit_id, step=str(step)) as s:
-            unit, wo = self._unit(s, unit_id)
+            unit = self._unit_row(s, unit_id)
             self._append(
-                s, kind="step", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                s, kind="step", unit_id=unit_id, work_order=unit.wo_number, operator=unit.operator,
                 step=str(step), outcome="ok" if ok else "failed", duration_ms=duration_ms,
-                detail=redact_detail(detail, self._secret_keys(wo)),
+                detail=redact_detail(detail, self._secret_keys_of(s, unit)),
                 error_code=error_code, error_message=error_message,
             )
 
     def next_unit_serial(self, unit_id: int) -> str:
         """Reserve the unit's serial from the work order's counter (never reused, even after failure)."""
         with self._write("next_unit_serial", unit_id=unit_id) as s:
-            unit, wo = self._unit(s, unit_id)
+            unit = self._unit_row(s, unit_id)
             if unit.serial_number is not None:
-                return unit.serial_number
-            wo = self._lock_work_order(s, wo.id)
-            seq = wo.next_seq
+                return str(unit.serial_number)
+            conn = s.connection()
+            wo = conn.execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
+            seq = int(wo.next_seq)
             try:
-                serial = wo.serial_format.format(
+                serial = str(wo.serial_format).format(
                     product=wo.product, seq=seq, work_order=wo.number, station=self.station_id
                 )
             except (KeyError, IndexError, ValueError) as exc:
                 raise ConfigError(
                     f"work order serial format {wo.serial_format!r} is invalid: {exc}", work_order=wo.number
                 ) from exc
-            wo.next_seq = seq + 1
-            unit.serial_number = serial
-            s.flush()
+            conn.execute(_UPDATE_NEXT_SEQ, {"wo_id": wo.id, "next_seq": seq + 1})
+            self._update_unit(s, unit_id, serial_number=serial)  # the unique index speaks here
             self._append(
                 s, kind="serial_reserved", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
                 outcome="ok", detail={"serial_number": serial, "seq": str(seq)},
@@ -586,26 +712,27 @@ class SqlAuditStore:
             raise ValueError("certificate serial must be positive and at most 20 octets")
         cert_serial = format(prepared.serial, "x")
         with self._write("record_intent", unit_id=unit_id, cert_serial=cert_serial) as s:
-            unit, wo = self._unit(s, unit_id)
-            self._expect(unit, UnitStatus.IN_PROGRESS)
-            wo = self._lock_work_order(s, wo.id)
-            consumed = self._consumed(s, wo.id)
+            unit = self._unit_row(s, unit_id)
+            self._expect_status(unit, UnitStatus.IN_PROGRESS)
+            wo = s.connection().execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
+            consumed = self._consumed_core(s, wo.id)
             if consumed >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
-            unit.public_key_sha256 = prepared.public_key_sha256.lower()
-            unit.cert_serial = cert_serial
-            unit.tbs_sha256 = prepared.tbs_sha256.lower()
-            unit.profile = prepared.profile
-            unit.status = UnitStatus.INTENT
-            unit.intent_at = _now()
-            s.flush()  # unique indexes speak here, before anything is signed
+            public_key_sha256 = prepared.public_key_sha256.lower()
+            tbs_sha256 = prepared.tbs_sha256.lower()
+            # Unique indexes (certificate serial, public key) speak here, before anything is signed.
+            self._update_unit(
+                s, unit_id, public_key_sha256=public_key_sha256, cert_serial=cert_serial,
+                tbs_sha256=tbs_sha256, profile=prepared.profile, status=str(UnitStatus.INTENT),
+                intent_at=_now(),
+            )
             self._append(
                 s, kind="intent", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
                 outcome="ok",
                 detail={
                     "status": UnitStatus.INTENT, "serial_number": unit.serial_number or "",
                     "hardware_id": unit.hardware_id, "cert_serial": cert_serial,
-                    "public_key_sha256": unit.public_key_sha256, "tbs_sha256": unit.tbs_sha256,
+                    "public_key_sha256": public_key_sha256, "tbs_sha256": tbs_sha256,
                     "profile": prepared.profile, "quota_remaining": str(wo.quantity - consumed - 1),
                 },
             )
@@ -613,58 +740,56 @@ class SqlAuditStore:
     def record_issued(self, unit_id: int, cert_der: bytes) -> None:
         """Store the signed certificate against its intent; it must be the certificate of that intent."""
         with self._write("record_issued", unit_id=unit_id) as s:
-            unit, wo = self._unit(s, unit_id)
-            self._expect(unit, UnitStatus.INTENT)
-            _check_matches_intent(unit, cert_der)
-            unit.cert_der = cert_der
-            unit.cert_sha256 = hashlib.sha256(cert_der).hexdigest()
-            unit.issued_at = _now()
-            unit.status = UnitStatus.ISSUED
-            s.flush()
+            unit = self._unit_row(s, unit_id)
+            self._expect_status(unit, UnitStatus.INTENT)
+            _check_matches_intent(unit_id, unit.cert_serial, unit.tbs_sha256, cert_der)
+            cert_sha256 = hashlib.sha256(cert_der).hexdigest()
+            self._update_unit(s, unit_id, cert_der=cert_der, cert_sha256=cert_sha256, issued_at=_now(),
+                              status=str(UnitStatus.ISSUED))
             self._append(
-                s, kind="issued", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                s, kind="issued", unit_id=unit_id, work_order=unit.wo_number, operator=unit.operator,
                 outcome="ok",
                 detail={"status": UnitStatus.ISSUED, "cert_serial": unit.cert_serial or "",
-                        "cert_sha256": unit.cert_sha256},
+                        "cert_sha256": cert_sha256},
             )
 
     def complete_unit(self, unit_id: int) -> None:
         with self._write("complete_unit", unit_id=unit_id) as s:
-            unit, wo = self._unit(s, unit_id)
-            self._expect(unit, UnitStatus.ISSUED)
-            unit.status = UnitStatus.PROVISIONED
-            unit.finished_at = _now()
-            s.flush()
+            unit = self._unit_row(s, unit_id)
+            self._expect_status(unit, UnitStatus.ISSUED)
+            self._update_unit(s, unit_id, status=str(UnitStatus.PROVISIONED), finished_at=_now())
             self._append(
-                s, kind="completed", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                s, kind="completed", unit_id=unit_id, work_order=unit.wo_number, operator=unit.operator,
                 outcome="ok", detail={"status": UnitStatus.PROVISIONED},
             )
 
     def fail_unit(self, unit_id: int, step: Step, error_code: str, error_message: str) -> None:
         """Mark the unit failed at ``step``; its serial and (after intent) its quota stay consumed."""
         with self._write("fail_unit", unit_id=unit_id) as s:
-            unit, wo = self._unit(s, unit_id)
+            unit = self._unit_row(s, unit_id)
             if unit.status == UnitStatus.REVOKED:
                 raise ValueError(f"unit {unit_id} is revoked")
-            self._set_failed(unit, str(step), error_code, error_message)
+            self._update_unit(s, unit_id, **self._failed_values(str(step), error_code, error_message))
             self._append(
-                s, kind="failed", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
+                s, kind="failed", unit_id=unit_id, work_order=unit.wo_number, operator=unit.operator,
                 step=str(step), outcome="failed", detail={"status": UnitStatus.FAILED},
                 error_code=error_code, error_message=error_message,
             )
 
     @staticmethod
-    def _set_failed(unit: UnitRow, step: str | None, code: str, message: str) -> None:
-        unit.status = UnitStatus.FAILED
-        unit.failed_step = step
-        unit.error_code = code
-        unit.error_message = message
-        unit.finished_at = _now()
+    def _failed_values(step: str | None, code: str, message: str) -> dict[str, Any]:
+        return {"status": str(UnitStatus.FAILED), "failed_step": step, "error_code": code,
+                "error_message": message, "finished_at": _now()}
+
+    @classmethod
+    def _set_failed(cls, unit: UnitRow, step: str | None, code: str, message: str) -> None:
+        for name, value in cls._failed_values(step, code, message).items():
+            setattr(unit, name, value)
 
     def is_key_known(self, public_key_sha256: str) -> bool:
         with self._read() as s:
-            stmt = select(UnitRow.id).where(UnitRow.public_key_sha256 == public_key_sha256.lower())
-            return s.scalar(stmt.limit(1)) is not None
+            found = s.connection().execute(_KEY_KNOWN, {"fp": public_key_sha256.lower()}).scalar()
+            return found is not None
 
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
         """The latest certificate of this hardware id if it is issued but not installed.
@@ -673,41 +798,33 @@ class SqlAuditStore:
         acknowledged). Re-send it with :meth:`resume_unit`; never sign a second time.
         """
         with self._read() as s:
-            row = s.execute(
-                select(UnitRow, WorkOrderRow.number).join(WorkOrderRow)
-                .where(UnitRow.hardware_id == hardware_id, UnitRow.cert_der.is_not(None))
-                .order_by(UnitRow.id.desc()).limit(1)
-            ).one_or_none()
+            row = s.connection().execute(_ISSUED_FOR, {"hardware_id": hardware_id}).one_or_none()
         if row is None:
             return None
-        unit = row[0]
-        resumable = unit.status == UnitStatus.ISSUED or (
-            unit.status == UnitStatus.FAILED and unit.failed_step == Step.WRITE_CERT
+        resumable = row.status == UnitStatus.ISSUED or (
+            row.status == UnitStatus.FAILED and row.failed_step == Step.WRITE_CERT
         )
-        return self._record(unit, row[1]) if resumable else None
+        return self._record_of_row(row) if resumable else None
 
     # -- beyond the protocol ---------------------------------------------------------------------
 
     def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
         """Take an issued-not-installed unit back to ``issued`` in ``slot`` to re-send its certificate."""
         with self._write("resume_unit", unit_id=unit_id) as s:
-            unit, wo = self._unit(s, unit_id)
+            unit = self._unit_row(s, unit_id)
             ok = unit.cert_der is not None and (
                 unit.status == UnitStatus.ISSUED
                 or (unit.status == UnitStatus.FAILED and unit.failed_step == Step.WRITE_CERT)
             )
             if not ok:
                 raise ValueError(f"unit {unit_id} has no issued-but-not-installed certificate")
-            unit.status = UnitStatus.ISSUED
-            unit.slot, unit.operator = slot, operator
-            unit.failed_step = unit.error_code = unit.error_message = None
-            unit.finished_at = None
-            s.flush()
+            self._update_unit(s, unit_id, status=str(UnitStatus.ISSUED), slot=slot, operator=operator,
+                              failed_step=None, error_code=None, error_message=None, finished_at=None)
             self._append(
-                s, kind="resumed", unit_id=unit_id, work_order=wo.number, operator=operator, outcome="ok",
-                detail={"status": UnitStatus.ISSUED, "slot": slot},
+                s, kind="resumed", unit_id=unit_id, work_order=unit.wo_number, operator=operator,
+                outcome="ok", detail={"status": UnitStatus.ISSUED, "slot": slot},
             )
-            return self._record(unit, wo.number)
+            return self._record_of_row(self._unit_row(s, unit_id))
 
     def mark_interrupted(self) -> list[UnitRecord]:
         """At start-up: settle this station's units left mid-flight by a crash.
@@ -900,13 +1017,14 @@ class SqlAuditStore:
             return head.seq, head.hash
 
 
-def _check_matches_intent(unit: UnitRow, cert_der: bytes) -> None:
+def _check_matches_intent(unit_id: int, cert_serial: str | None, tbs_sha256: str | None,
+                          cert_der: bytes) -> None:
     """The certificate must carry the intent's serial and TBS bytes (Boulder: check before use)."""
     try:
         cert = x509.load_der_x509_certificate(cert_der)
     except ValueError as exc:
-        raise SigningFailed("the signed certificate does not parse", unit_id=unit.id) from exc
-    if format(cert.serial_number, "x") != unit.cert_serial:
-        raise SigningFailed("the signed certificate's serial differs from its intent", unit_id=unit.id)
-    if hashlib.sha256(cert.tbs_certificate_bytes).hexdigest() != unit.tbs_sha256:
-        raise SigningFailed("the signed certificate is not the one recorded at intent", unit_id=unit.id)
+        raise SigningFailed("the signed certificate does not parse", unit_id=unit_id) from exc
+    if format(cert.serial_number, "x") != cert_serial:
+        raise SigningFailed("the signed certificate's serial differs from its intent", unit_id=unit_id)
+    if hashlib.sha256(cert.tbs_certificate_bytes).hexdigest() != tbs_sha256:
+        raise SigningFailed("the signed certificate is not the one recorded at intent", unit_id=unit_id)
