@@ -9,10 +9,13 @@ Theory of operation, after Boulder's signing path (RELIABILITY.md):
    whose SHA-256 the station records in its intent row. The capture signature has the longest DER
    length, so the size limit (Matter: 600 bytes) is checked on an upper bound.
 2. :meth:`Issuer.sign` signs exactly those bytes in the token (host-side hash, ``CKM_ECDSA``),
-   assembles the certificate with asn1crypto and verifies it against the CA certificate in software
-   with cryptography. A faulty HSM, a swapped key or a CA certificate that does not match the key
-   gives :class:`~hsm.errors.CertificateCheckFailed`; nothing unverified leaves this module. Each
-   prepared TBS is signed at most once and only if this issuer prepared it.
+   assembles the certificate directly in DER (``SEQUENCE { tbs, the TBS's own signature
+   AlgorithmIdentifier, BIT STRING signature }``: three byte strings and two headers, no re-parse or
+   re-encode of the TBS) and verifies it against the CA certificate in software with cryptography,
+   which also checks the TBS inside is byte-identical to the one prepared. A faulty HSM, a swapped
+   key or a CA certificate that does not match the key gives
+   :class:`~hsm.errors.CertificateCheckFailed`; nothing unverified leaves this module. Each prepared
+   TBS is signed at most once and only if this issuer prepared it.
 
 Subjects come from the profile's templates and the station's own identity data, never from the CSR;
 the CSR's subject must merely equal what the station asked for. Extensions in the CSR (CA:TRUE, EKUs,
@@ -34,7 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from asn1crypto import x509 as a1x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -121,6 +123,62 @@ class SubjectFields:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Pending:
+    """What :meth:`Issuer.prepare` recorded for a TBS it built: how that TBS is to be signed."""
+
+    profile: str
+    hash_name: str
+    pss: bool
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER element: tag, definite length (short or long form), content."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+def _der_next(data: bytes, offset: int) -> tuple[int, int]:
+    """(tag, end offset) of the DER element at ``offset``; only definite lengths (DER)."""
+    if offset + 2 > len(data):
+        raise CertificateCheckFailed("TBS certificate truncated")
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or start + count > len(data):
+            raise CertificateCheckFailed("TBS certificate has a bad DER length")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise CertificateCheckFailed("TBS certificate truncated")
+    return tag, end
+
+
+def _tbs_signature_algorithm(tbs_der: bytes) -> bytes:
+    """The DER of the TBS certificate's ``signature`` AlgorithmIdentifier (its third or second field)."""
+    tag, end = _der_next(tbs_der, 0)
+    if tag != 0x30 or end != len(tbs_der):
+        raise CertificateCheckFailed("TBS certificate is not one DER SEQUENCE")
+    offset = 2 if tbs_der[1] < 0x80 else 2 + (tbs_der[1] & 0x7F)
+    tag, after = _der_next(tbs_der, offset)
+    if tag == 0xA0:  # [0] version
+        offset = after
+        tag, after = _der_next(tbs_der, offset)
+    if tag != 0x02:  # serialNumber
+        raise CertificateCheckFailed("TBS certificate has no serial number where expected")
+    tag, end = _der_next(tbs_der, after)
+    if tag != 0x30:
+        raise CertificateCheckFailed("TBS certificate has no signature algorithm where expected")
+    return tbs_der[after:end]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Prepared:
     """A checked, built, unsigned certificate: ``tbs_der`` is exactly what will be signed."""
 
@@ -201,7 +259,7 @@ class Issuer:
         self.ca_cert = chain[0]
         self._rsa_pss = rsa_pss
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._pending: OrderedDict[str, str] = OrderedDict()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._ca_key_hashes = {
             public_key_sha256(c.public_key().public_bytes(
@@ -416,7 +474,8 @@ class Issuer:
         tbs = captured.tbs_certificate_bytes
         tbs_hash = hashlib.sha256(tbs).hexdigest()
         with self._pending_lock:
-            self._pending[tbs_hash] = profile.name
+            self._pending[tbs_hash] = _Pending(profile=profile.name, hash_name=hash_alg.name,
+                                               pss=self._padding(hash_alg) is not None)
             while len(self._pending) > _MAX_PENDING:
                 self._pending.popitem(last=False)
         log.debug("prepared certificate serial=%x profile=%s tbs_sha256=%s", serial, profile.name, tbs_hash)
@@ -486,21 +545,17 @@ class Issuer:
         """Sign exactly ``tbs_der`` (prepared by this issuer) in the HSM, assemble, verify, return DER."""
         tbs_hash = hashlib.sha256(tbs_der).hexdigest()
         with self._pending_lock:
-            if tbs_hash not in self._pending:
-                raise CertificateCheckFailed(
-                    "refusing to sign bytes this signer did not prepare (or already signed)",
-                    code="not_prepared", tbs_sha256=tbs_hash,
-                )
-        tbs = a1x509.TbsCertificate.load(tbs_der)
-        algorithm = tbs["signature"]
-        hash_name = algorithm.hash_algo
-        digest = hashlib.new(hash_name, tbs_der).digest()
-        signature = self.ca_key.sign_digest(digest, hash_name, pss=algorithm.signature_algo == "rsassa_pss")
-        cert_der: bytes = a1x509.Certificate({
-            "tbs_certificate": tbs,
-            "signature_algorithm": algorithm,
-            "signature_value": signature,
-        }).dump()
+            pending = self._pending.get(tbs_hash)
+        if pending is None:
+            raise CertificateCheckFailed(
+                "refusing to sign bytes this signer did not prepare (or already signed)",
+                code="not_prepared", tbs_sha256=tbs_hash,
+            )
+        # The TBS names its own signature algorithm; the certificate repeats it verbatim outside.
+        algorithm = _tbs_signature_algorithm(tbs_der)
+        digest = hashlib.new(pending.hash_name, tbs_der).digest()
+        signature = self.ca_key.sign_digest(digest, pending.hash_name, pss=pending.pss)
+        cert_der = _der(0x30, tbs_der + algorithm + _der(0x03, b"\x00" + signature))
         self.verify_issued(cert_der, tbs_der)
         with self._pending_lock:
             self._pending.pop(tbs_hash, None)
