@@ -26,6 +26,7 @@ wrong protocol version in HELLO                             DeviceMisbehaved (pr
 oversize frame on two attempts                              DeviceMisbehaved (oversize_frame)
 reply to another request, malformed or unknown message      DeviceMisbehaved (protocol_violation)
 public key of the wrong type, bad ack, wrong lifecycle      DeviceMisbehaved (wrong_answer)
+LOCK answered with a lifecycle other than LOCKED            DeviceMisbehaved (lock_not_held)
 ==========================================================  ===================================
 
 Errors carry ``slot``, ``port``, ``step`` (a :class:`station.domain.Step` value) and ``request``.
@@ -179,6 +180,10 @@ class _WrongAnswer(Exception):
     pass
 
 
+class _LockNotHeld(Exception):
+    pass
+
+
 R = TypeVar("R", bound=fp.Reply)
 
 
@@ -289,11 +294,16 @@ class SerialDeviceLink:
     def challenge(self, nonce: bytes, key_slot: int = 0) -> bytes:
         return self._exchange(fp.Challenge(nonce=nonce, key_slot=key_slot), fp.ChallengeReply).signature
 
+    lock_confirms_lifecycle: Final = True
+    """:meth:`lock` itself checks the lifecycle the device reports in its LOCK reply (a unit that does
+    not say LOCKED raises ``lock_not_held``), so the workflow needs no STATUS read-back round trip."""
+
     def lock(self) -> None:
         reply = self._exchange(fp.Lock(), fp.LockReply)
         with self._translate(MessageType.LOCK):
             if reply.lifecycle is not fp.Lifecycle.LOCKED:
-                raise _WrongAnswer(f"LOCK answered with lifecycle {reply.lifecycle.name}")
+                raise _LockNotHeld(f"the lock did not hold: LOCK answered with lifecycle "
+                                   f"{reply.lifecycle.name}")
 
     def factory_reset(self, authorisation: bytes | None = None) -> None:
         reply = self._exchange(fp.FactoryReset(authorisation=authorisation), fp.ResetReply)
@@ -413,6 +423,8 @@ class SerialDeviceLink:
             return DeviceMisbehaved(str(exc), code="protocol_violation", **context)
         if isinstance(exc, _WrongAnswer):
             return DeviceMisbehaved(str(exc), code="wrong_answer", **context)
+        if isinstance(exc, _LockNotHeld):
+            return DeviceMisbehaved(str(exc), code="lock_not_held", **context)
         if isinstance(exc, _PORT_ERRORS):
             if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
                 return DeviceDisconnected(f"port in use by another program: {exc}", code="port_busy",

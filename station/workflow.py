@@ -325,7 +325,10 @@ class Provisioner:
         if self._lock_devices:
             with self._step(attempt, Step.LOCK, on_progress):
                 link.lock()
-                if link.status() is not Lifecycle.LOCKED:
+                # A link whose lock() checks the LOCK reply's lifecycle (the serial transport) has
+                # already raised lock_not_held; any other is read back with a STATUS round trip.
+                confirmed = getattr(link, "lock_confirms_lifecycle", False) is True
+                if not confirmed and link.status() is not Lifecycle.LOCKED:
                     raise DeviceMisbehaved("the lock did not hold", code="lock_not_held",
                                            slot=attempt.job.slot)
         with self._step(attempt, Step.COMPLETE, on_progress):
