@@ -39,7 +39,8 @@ class AuditWriter:
     The writer takes every call queued at the moment (several slots' calls) and runs them in one
     transaction of the store (:meth:`SqlAuditStore.batch`), so they share one COMMIT and one fsync.
     A caller still returns only after the transaction holding ITS call has committed, so durability on
-    return holds; the store underneath only ever sees one thread, and the queue order is the log order.
+    return holds; every write reaches the store from this one thread, and the queue order is the log
+    order. The two reads (``is_key_known``, ``issued_certificate_for``) run on the caller's thread.
 
     Plain step events (``record_step`` of a step that went well) are not waited for: they are queued
     and committed with the next call of the batch that someone waits for (or after ``linger_s``), so
@@ -192,11 +193,18 @@ class AuditWriter:
     def fail_unit(self, unit_id: int, step: Step, error_code: str, error_message: str) -> None:
         self._call(lambda: self._store.fail_unit(unit_id, step, error_code, error_message))
 
+    # The two reads run on the caller's thread in their own read transaction (WAL: they never wait
+    # for the writer): no queue hop, no empty group commit. They see what is committed, which is all
+    # a slot needs: its own earlier records were awaited, and the unique indexes, not these reads,
+    # are what refuse a duplicate key or a second active unit.
+
     def is_key_known(self, public_key_sha256: str) -> bool:
-        return self._call(lambda: self._store.is_key_known(public_key_sha256))
+        self._raise_deferred()
+        return self._store.is_key_known(public_key_sha256)
 
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
-        return self._call(lambda: self._store.issued_certificate_for(hardware_id))
+        self._raise_deferred()
+        return self._store.issued_certificate_for(hardware_id)
 
     def resume_unit(self, unit_id: int, *, slot: str, operator: str) -> UnitRecord:
         return self._call(lambda: self._store.resume_unit(unit_id, slot=slot, operator=operator))
