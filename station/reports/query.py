@@ -24,6 +24,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    cast,
     func,
     literal,
     or_,
@@ -532,23 +533,55 @@ class AuditQuery:
             ("error_message", UNITS.c.error_message), ("cert_der_hex", self._hex(UNITS.c.cert_der)),
         ]
 
-    def export_statement(self, f: UnitFilter, columns: Sequence[str] | None = None) -> Select[Any]:
+    def export_statement(self, f: UnitFilter, columns: Sequence[str] | None = None, *,
+                         as_text: bool = False) -> Select[Any]:
+        """The export's SELECT in id order; ``as_text``: every column text, ``''`` for none (CSV)."""
         cols = self.export_columns()
         if columns is not None:
             wanted = set(columns)
             cols = [c for c in cols if c[0] in wanted]
+        if as_text:
+            cols = [(name, _as_text(name, expr)) for name, expr in cols]
         stmt = self._from(select(*(expr.label(name) for name, expr in cols)), f, join=True)
         return stmt.order_by(UNITS.c.id)
 
-    def stream(self, f: UnitFilter, columns: Sequence[str] | None = None,
+    def stream(self, f: UnitFilter, columns: Sequence[str] | None = None, *, as_text: bool = False,
                batch: int = 5000) -> Iterator[tuple[Any, ...]]:
-        """Rows of the export in id order, from one cursor in one read transaction (one snapshot)."""
-        stmt = self.export_statement(f, columns)
+        """Rows of the export in id order, from one cursor in one read transaction (one snapshot).
+
+        On SQLite the rows come straight from the driver's cursor: every column is already what the
+        export writes (text made by SQL, or integers), so SQLAlchemy's per-row processing is skipped;
+        that halves the time of a million-row export. Other databases go through SQLAlchemy's rows.
+        """
+        stmt = self.export_statement(f, columns, as_text=as_text)
         with self.connect() as conn:
+            if self.dialect == "sqlite":
+                # no stream/yield_per options here: those make SQLAlchemy pre-buffer rows from the
+                # cursor; a plain execute leaves every row on the (lazily stepping) sqlite3 cursor.
+                result = conn.execute(stmt)
+                cursor = result.cursor
+                while rows := cursor.fetchmany(batch):
+                    yield from rows
+                result.close()
+                return
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
             for part in result.partitions():
                 for row in part:
                     yield tuple(row)
+
+
+_NOT_NULL_TEXT: Final = frozenset({"work_order", "product", "station", "slot", "operator", "hardware_id",
+                                   "status", "started_at"})
+
+
+def _as_text(name: str, expr: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Text for a CSV field at the least cost in SQL: only ids are cast, only nullable columns
+    coalesced (each extra function on a million rows is measurable)."""
+    if name == "unit_id":
+        return cast(expr, String)
+    if name in _NOT_NULL_TEXT:
+        return expr
+    return func.coalesce(expr, "")
 
 
 def _outcome(status: str) -> str:
