@@ -97,6 +97,10 @@ class YieldChart(_Chart):
         super().__init__("Yield per shift", parent)
         self.buckets: list[YieldBucket] = []
 
+    def plot_rect(self) -> QRectF:
+        r = super().plot_rect()  # room on the right for the last slanted label
+        return QRectF(r.left(), r.top(), r.width() - 40, r.height())
+
     def set_data(self, buckets: list[YieldBucket], bucket: str) -> None:
         self.buckets = buckets
         self.title = f"Yield per {bucket} (last {len(buckets)})"
@@ -112,7 +116,7 @@ class YieldChart(_Chart):
         slot = r.width() / n
         w = max(slot * 0.7, 2)
         points: list[QPointF] = []
-        step = max(1, int(n / max(r.width() / 70, 1)))
+        step = max(1, -(-n // max(int(r.width() / 60), 1)))  # a label every ~60 px, never crowded
         for i, b in enumerate(self.buckets):
             x = r.left() + i * slot + (slot - w) / 2
             ok_h = r.height() * b.ok / top

@@ -149,7 +149,7 @@ class AuditView(QWidget):
         self.model.filter_applied.connect(self._on_count)
         self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.DescendingOrder)
         self.apply_filters()
-        for col, width in enumerate((60, 135, 105, 85, 135, 135, 50, 36, 64, 125, 105, 135)):
+        for col, width in enumerate((60, 135, 105, 85, 130, 135, 50, 36, 64, 140, 105, 135)):
             self.table.setColumnWidth(col, width)
 
     # -- building ----------------------------------------------------------------------------
