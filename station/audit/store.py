@@ -323,9 +323,16 @@ class SqlAuditStore:
             return
         session = Session(self._engine, expire_on_commit=False, autoflush=True)
         self._batch.session = session
+        self._batch.failure = None
         try:
             with session.begin():
                 yield
+                failure: StationError | None = self._batch.failure
+                if failure is not None:
+                    # A write of this batch failed below its savepoint (disk full, I/O error): SQLite
+                    # may already have rolled back the whole transaction, so nothing of the batch may
+                    # be reported as durable. Roll back and fail every caller of the batch.
+                    raise failure
         except StationError:
             raise
         except (SQLAlchemyError, OSError) as exc:
@@ -341,6 +348,9 @@ class SqlAuditStore:
             raise AuditIntegrityError(f"audit database is read-only: {self._read_only}", op=op)
         batch: Session | None = getattr(self._batch, "session", None)
         if batch is not None:
+            failed: StationError | None = getattr(self._batch, "failure", None)
+            if failed is not None:  # no write after a failed one: it would run outside the transaction
+                raise AuditWriteFailed(failed.message, op=op, **context)
             with self._savepoint(batch, op, context):
                 yield batch
             return
@@ -389,6 +399,8 @@ class SqlAuditStore:
             translated = self._translate(exc, op, context)
             if isinstance(translated, IdentityConflict):
                 self._log_refusal(op, translated, context)
+            else:
+                self._batch.failure = translated  # the whole batch fails (see batch())
             raise translated from exc
 
     @contextmanager
