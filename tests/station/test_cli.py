@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,23 +15,33 @@ from station.audit import open_audit_store, verify_chain
 from station.cli import main
 
 
-def test_demo_keeps_its_data_directory_and_reuses_the_ca(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def _station(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``station`` command as line scripts do: its own process, its own SoftHSM config."""
+    return subprocess.run([sys.executable, "-m", "station.cli", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_demo_keeps_its_data_directory_and_reuses_the_ca(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    assert main(["demo", "--units", "3", "--data-dir", str(data), "--key-delay", "0.01"]) == 0
-    out = capsys.readouterr().out
-    assert "Audit chain: audit chain intact" in out
+    first = _station("demo", "--units", "3", "--data-dir", str(data), "--key-delay", "0.01")
+    assert first.returncode == 0, first.stderr
+    assert "Audit chain: audit chain intact" in first.stdout
     assert (data / "audit.db").exists() and (data / "hsm" / "hsm-pin").stat().st_mode & 0o077 == 0
     chain = data / "hsm" / "issuing-ca" / "chain.pem"
     ca_before = chain.read_bytes()
-    # A second run in the same directory uses the same token and CA and appends to the same log.
-    assert main(["demo", "--units", "2", "--data-dir", str(data), "--key-delay", "0.01",
-                 "--faults", "bad-csr"]) == 0  # the injected fault is expected; healthy units pass
+    # A second run in the same directory uses the same token and CA and appends to the same log;
+    # the injected fault is expected and the healthy unit passes, so the exit code is 0.
+    second = _station("demo", "--units", "2", "--data-dir", str(data), "--key-delay", "0.01",
+                      "--faults", "bad-csr")
+    assert second.returncode == 0, second.stderr
+    assert "FAIL at pre_issuance" in second.stdout
     assert chain.read_bytes() == ca_before
     rows = sqlite3.connect(data / "audit.db").execute(
         "SELECT status, count(*) FROM units GROUP BY status ORDER BY status").fetchall()
     assert rows == [("failed", 1), ("provisioned", 4)]
     assert verify_chain(data / "audit.db").ok
+    hsm_pin = (data / "hsm" / "hsm-pin").read_text()
+    assert hsm_pin not in first.stdout + first.stderr + second.stdout + second.stderr
 
 
 def test_demo_rejects_an_unknown_fault(capsys: pytest.CaptureFixture[str]) -> None:
