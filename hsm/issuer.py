@@ -311,7 +311,7 @@ class Issuer:
         _check_der_frame(csr_der)
         try:
             csr = x509.load_der_x509_csr(csr_der)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is not a ValueError
             raise _refuse("csr_malformed", str(exc)[:120]) from None
         try:
             public = csr.public_key()
