@@ -120,6 +120,9 @@ class CsrIntake:
     """The pre-issuance checks of :class:`hsm.issuer.Issuer` with everything they need."""
 
     check: Callable[[bytes], None]
+    """The checks, with the one allowed refusal (IssuanceRefused) swallowed."""
+    raw_check: Callable[[bytes], None]
+    """The checks as they are: a refusal raises."""
     seeds: list[bytes]
 
 
@@ -150,9 +153,12 @@ def csr_intake(issuer: object) -> CsrIntake:
     expected = issuer.subject_fields(profile, identity)
     nonce = secrets.token_bytes(16)
 
+    def raw_check(data: bytes) -> None:
+        issuer.check_csr(data, profile=profile, expected=expected, nonce=nonce,
+                         is_key_known=lambda _fp: False)
+
     def check(data: bytes) -> None:
         with contextlib.suppress(IssuanceRefused):
-            issuer.check_csr(data, profile=profile, expected=expected, nonce=nonce,
-                             is_key_known=lambda _fp: False)
+            raw_check(data)
 
-    return CsrIntake(check=check, seeds=csr_seeds(expected.common_name, nonce))
+    return CsrIntake(check=check, raw_check=raw_check, seeds=csr_seeds(expected.common_name, nonce))

@@ -58,3 +58,16 @@ def test_csr_intake_refuses_mutated_csrs_cleanly(intake: CsrIntake, seed: int) -
 @given(data=st.binary(max_size=1500))
 def test_csr_intake_refuses_random_bytes_cleanly(intake: CsrIntake, data: bytes) -> None:
     intake.check(data)
+
+
+def test_csr_with_an_unknown_version_is_refused_not_a_crash(intake: CsrIntake) -> None:
+    """Fuzzer finding: a CSR whose version is not 0 made cryptography raise InvalidVersion (not a
+    ValueError), which escaped the CSR intake as an internal error instead of csr_malformed."""
+    from hsm.errors import IssuanceRefused
+
+    good = intake.seeds[0]
+    version_at = good.index(b"\x02\x01\x00")  # CertificationRequestInfo.version INTEGER 0
+    bad = good[:version_at] + b"\x02\x01\x04" + good[version_at + 3:]
+    with pytest.raises(IssuanceRefused) as err:
+        intake.raw_check(bad)
+    assert err.value.reason == "csr_malformed"
