@@ -7,6 +7,11 @@
     station ports [--vid HEX] [--pid HEX]
     station audit verify|show|export --db DB ...
     station ca init|csr|import-chain|status ...
+    station operator add|list --db DB ...
+
+Admin commands (``ca init|csr|import-chain``, ``operator add``) name the acting operator with
+``--as BADGE`` (or STATION_OPERATOR) and the station's audit database (``--station-db`` or
+STATION_DB; ``operator`` uses its own ``--db``); the role check and its outcome are in the audit log.
 
 Every failure a user can cause ends as one clear line on stderr and a non-zero exit code, never a
 traceback; ``--debug`` shows tracebacks for developers.
@@ -15,7 +20,9 @@ traceback; ``--debug`` shows tracebacks for developers.
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -85,6 +92,70 @@ def _cmd_ports(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator_add(args: argparse.Namespace) -> int:
+    from station.audit import open_audit_store
+
+    pin = os.environ.get(args.pin_env) if args.pin_env else getpass.getpass(f"New PIN for {args.badge}: ")
+    if not pin:
+        raise SystemExit(f"station operator add: no PIN (environment variable {args.pin_env} is empty)")
+    store = open_audit_store(args.db, station_id="cli")
+    try:
+        store.add_operator(badge_id=args.badge, name=args.name, role=args.role, pin=pin, by=args.acting)
+    finally:
+        store.close()
+    print(f"operator {args.badge} ({args.role}) added")
+    return 0
+
+
+def _cmd_operator_list(args: argparse.Namespace) -> int:
+    from station.audit import open_audit_store
+
+    store = open_audit_store(args.db, station_id="cli")
+    try:
+        table = Table(title="Operators")
+        for column in ("badge", "name", "role"):
+            table.add_column(column)
+        for op in store.operators():
+            table.add_row(op.badge_id, op.name, op.role)
+    finally:
+        store.close()
+    Console().print(table)
+    return 0
+
+
+# (command, subcommand) -> what the acting operator's role must allow.
+_ADMIN_COMMANDS: dict[tuple[str, str], str] = {
+    ("ca", "init"): "manage_ca",
+    ("ca", "csr"): "manage_ca",
+    ("ca", "import-chain"): "manage_ca",
+    ("operator", "add"): "manage_operators",
+}
+
+
+def _check_admin(args: argparse.Namespace) -> None:
+    """Refuse (and log) an admin command unless an admin is named; sets ``args.acting``."""
+    sub = getattr(args, "ca_command", None) or getattr(args, "operator_command", None)
+    action_name = _ADMIN_COMMANDS.get((args.command, sub or ""))
+    args.acting = None
+    if action_name is None:
+        return
+    from station.admin import authorise
+    from station.audit import open_audit_store
+    from station.roles import Action
+
+    db = getattr(args, "db", None) if args.command == "operator" else args.station_db
+    if not db:
+        raise SystemExit(f"station {args.command} {sub}: an admin command needs the station's audit "
+                         "database (--station-db DB or STATION_DB) to check who you are")
+    store = open_audit_store(db, station_id="cli")
+    try:
+        args.acting = authorise(store, badge=args.acting_badge, action=Action(action_name),
+                                command=f"station {args.command} {sub}",
+                                bootstrap=args.command == "operator" and args.role == "admin")
+    finally:
+        store.close()
+
+
 def _hex(text: str) -> int:
     return int(text, 16)
 
@@ -95,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="station", description="Factory provisioning station.")
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    parser.add_argument("--as", dest="acting_badge", metavar="BADGE",
+                        default=os.environ.get("STATION_OPERATOR"),
+                        help="the operator doing an admin command (PIN from STATION_OPERATOR_PIN or "
+                             "a prompt)")
+    parser.add_argument("--station-db", metavar="DB", default=os.environ.get("STATION_DB"),
+                        help="the station's audit database, where operators and roles live")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="provision virtual devices through a throw-away SoftHSM CA")
@@ -120,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     ports.add_argument("--pid", type=_hex, help="USB product id, hex")
     ports.set_defaults(func=_cmd_ports)
 
+    operator = sub.add_parser("operator", help="the station's operators and their roles")
+    op_sub = operator.add_subparsers(dest="operator_command", required=True)
+    add = op_sub.add_parser("add", help="add an operator (admin only; the first admin bootstraps)")
+    add.add_argument("--db", required=True, help="SQLAlchemy URL or SQLite file path")
+    add.add_argument("--badge", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=("technician", "quality", "admin"))
+    add.add_argument("--pin-env", metavar="VAR",
+                     help="read the new operator's PIN from this environment variable (default: prompt)")
+    add.set_defaults(func=_cmd_operator_add)
+    listing = op_sub.add_parser("list", help="list operators")
+    listing.add_argument("--db", required=True)
+    listing.set_defaults(func=_cmd_operator_list)
+
     audit_cli.register(sub)
     hsm_cli.register(sub)
     try:  # the Qt GUI is an optional extra (PySide6); the headless station works without it
@@ -137,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        _check_admin(args)
         code: int = args.func(args)
     except StationError as exc:
         if args.debug:

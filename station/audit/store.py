@@ -920,6 +920,13 @@ class SqlAuditStore:
         with self._write("sign_out", badge_id=badge_id) as s:
             self._append(s, kind="sign_out", operator=badge_id, outcome="ok")
 
+    def operators(self) -> list[OperatorInfo]:
+        """Active operators, by badge (never their PIN hashes)."""
+        with self._read() as s:
+            rows = s.scalars(select(OperatorRow).where(OperatorRow.active.is_(True))
+                             .order_by(OperatorRow.badge_id))
+            return [OperatorInfo(badge_id=r.badge_id, name=r.name, role=r.role) for r in rows]
+
     # -- queries ---------------------------------------------------------------------------------
 
     def _units_query(self) -> Select[UnitRow, str]:

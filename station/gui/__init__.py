@@ -4,7 +4,7 @@ PySide6 is imported only under this package (STYLE.md item 11). Layout::
 
     theme        ISA-101 colours, fonts, and the look of each slot state (word + icon + colour)
     scanner      barcode classification (pure) and the application-level key filter (Qt)
-    roles        who may do what, the one permission table (pure)
+    (roles)      who may do what: the one permission table lives in station.roles (pure, shared with the CLI)
     models       slot, results and timeline models the widgets show
     worker       a QObject per slot on its own QThread, calling the Provisioner, reporting by signals
     controller   the line: work order, operator, slots, counts; owns workers; no widget code

@@ -22,11 +22,11 @@ from station.config import SlotConfig
 from station.domain import STEP_ORDER, UnitStatus, WorkOrder
 from station.errors import StationError
 from station.gui.models import ResultRow, ResultsModel, SlotListModel, TimelineModel, step_words
-from station.gui.roles import Action
 from station.gui.session import Session
 from station.gui.slots import SlotState, SlotView
 from station.gui.theme import PASS_SETTLE_S
 from station.gui.worker import SlotThread
+from station.roles import Action
 from station.transport import LinkPolicy
 from station.workflow import UnitResult
 

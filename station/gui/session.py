@@ -13,7 +13,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 
 from station.audit import OperatorInfo, SqlAuditStore
 from station.errors import StationError
-from station.gui.roles import Action, allowed
+from station.roles import Action, allowed
 
 log = logging.getLogger(__name__)
 

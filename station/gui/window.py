@@ -33,10 +33,10 @@ from PySide6.QtWidgets import (
 from station.gui import theme
 from station.gui.controller import LineController
 from station.gui.models import VIEW_ROLE
-from station.gui.roles import Action
 from station.gui.scanner import Scan, ScanKind, ScannerFilter
 from station.gui.session import ActivityFilter, Session
 from station.gui.widgets import Banner, Notice, SlotGrid, _label, make_table
+from station.roles import Action
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pytestqt.modeltest import ModelTester
 
 from station.domain import Outcome, Step, StepTiming
 from station.gui.models import ResultRow, ResultsModel, SlotListModel, TimelineModel
-from station.gui.roles import Action, allowed
 from station.gui.scanner import ScanClassifier, ScanKind, ScanPatterns
 from station.gui.slots import SlotState, SlotView
+from station.roles import Action, allowed
 from station.workflow import UnitResult
 
 

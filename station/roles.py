@@ -1,6 +1,7 @@
-"""Who may do what at the station: one table, checked by the session before any guarded action.
+"""Who may do what at the station: one table, checked before any guarded action.
 
-Roles come from the operators table of the audit store (technician, quality, admin).
+The GUI's session and the CLI's admin commands both ask :func:`allowed`; roles come from the
+operators table of the audit store (technician, quality, admin). Pure: no Qt, no database.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ class Action(enum.StrEnum):
     CONFIGURE = "configure"
     """The admin page: configuration, CA and HSM status, work orders, database location."""
     LEAVE_KIOSK = "leave_kiosk"
+    MANAGE_CA = "manage_ca"
+    """Create the issuing CA key, produce its CSR, import its chain."""
+    MANAGE_OPERATORS = "manage_operators"
 
 
 PERMISSIONS: Final[dict[Action, frozenset[str]]] = {
@@ -22,6 +26,8 @@ PERMISSIONS: Final[dict[Action, frozenset[str]]] = {
     Action.VIEW_AUDIT: frozenset({"quality", "admin"}),
     Action.CONFIGURE: frozenset({"admin"}),
     Action.LEAVE_KIOSK: frozenset({"admin"}),
+    Action.MANAGE_CA: frozenset({"admin"}),
+    Action.MANAGE_OPERATORS: frozenset({"admin"}),
 }
 
 
