@@ -63,6 +63,10 @@ UNIT_LEVEL_CASES: Final[dict[str, str]] = {
     "serial-port-held-by-another-process":
         "tests/protocol/test_link_pty.py::test_port_held_by_another_process_is_refused",
     "serial-reboot-mid-session": "tests/protocol/test_link_pty.py::test_reboot_mid_session_then_start_again",
+    "role-technician-admin-gui":
+        "tests/gui/test_window.py::test_technician_cannot_leave_kiosk_or_open_configuration",
+    "role-technician-admin-cli":
+        "tests/station/test_admin_cli.py::test_technician_is_refused_ca_and_operator_admin",
 }
 """Matrix cases proven by existing unit-level tests (case id -> pytest node id)."""
 
