@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     or_,
     select,
     true,
@@ -90,17 +91,22 @@ def _prefix(col: ColumnElement[Any], text: str) -> ColumnElement[bool]:
     return and_(col >= text, col < text + _HIGH)
 
 
-def where_clause(f: UnitFilter) -> ColumnElement[bool]:
-    """The one translation of a filter into SQL (needs ``work_orders`` joined for wo/product)."""
+def where_clause(f: UnitFilter, *, sqlite: bool = False) -> ColumnElement[bool]:
+    """The one translation of a filter into SQL, over the ``units`` table alone."""
     terms: list[ColumnElement[bool]] = []
     if f.since is not None:
         terms.append(UNITS.c.started_at >= f.since)
     if f.until is not None:
         terms.append(UNITS.c.started_at < f.until)
-    if f.work_order is not None:
-        terms.append(WORK_ORDERS.c.number == f.work_order)
+    # Work order and product as sub-selects on the (small) work_orders table, never as join terms:
+    # the units table then drives every query, so the planner keeps its indexes (a join let SQLite
+    # start from work_orders and scan a million units for a serial-number search).
+    if f.work_order is not None:  # numbers are unique: '=' lets the index also give the id order
+        terms.append(UNITS.c.work_order_id == select(WORK_ORDERS.c.id).where(
+            WORK_ORDERS.c.number == f.work_order).scalar_subquery())
     if f.product is not None:
-        terms.append(WORK_ORDERS.c.product == f.product)
+        terms.append(UNITS.c.work_order_id.in_(
+            select(WORK_ORDERS.c.id).where(WORK_ORDERS.c.product == f.product)))
     if f.station is not None:
         terms.append(UNITS.c.station == f.station)
     if f.operator is not None:
@@ -119,18 +125,18 @@ def where_clause(f: UnitFilter) -> ColumnElement[bool]:
         q = f.search
         hexed = _normalise_hex(q)
         cert_serial = hexed.lstrip("0") or "0"
-        terms.append(or_(
+        search = or_(
             _prefix(UNITS.c.serial_number, q),
             _prefix(UNITS.c.hardware_id, q),
             _prefix(UNITS.c.cert_serial, cert_serial),
             _prefix(UNITS.c.cert_sha256, hexed),
             _prefix(UNITS.c.public_key_sha256, hexed),
-        ))
+        )
+        # SQLite rates a prefix range as unselective and would rather walk the table in id order
+        # (to skip the sort) than use the five indexes: 0.4 s instead of 0.1 ms on a million units.
+        # likelihood() tells its planner the truth: a search matches almost nothing.
+        terms.append(func.likelihood(search, literal_column("0.000001")) if sqlite else search)
     return and_(true(), *terms)
-
-
-def _needs_work_order(f: UnitFilter) -> bool:
-    return f.work_order is not None or f.product is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,11 +271,17 @@ class AuditQuery:
     # -- the table ---------------------------------------------------------------------------
 
     def _from(self, stmt: Select[Any], f: UnitFilter, *, join: bool) -> Select[Any]:
-        if join or _needs_work_order(f):
-            stmt = stmt.select_from(UNITS.join(WORK_ORDERS, UNITS.c.work_order_id == WORK_ORDERS.c.id))
+        """FROM units (plus work_orders for display columns) WHERE the filter.
+
+        The join is a LEFT OUTER JOIN on purpose: every unit has its work order (a foreign key), so
+        the rows are the same, and SQLite never reorders an outer join, so ``units`` stays the
+        driving table whose indexes answer the filter.
+        """
+        if join:
+            stmt = stmt.select_from(UNITS.outerjoin(WORK_ORDERS, UNITS.c.work_order_id == WORK_ORDERS.c.id))
         else:
             stmt = stmt.select_from(UNITS)
-        return stmt.where(where_clause(f))
+        return stmt.where(where_clause(f, sqlite=self.dialect == "sqlite"))
 
     def count(self, f: UnitFilter) -> int:
         stmt = self._from(select(func.count()), f, join=False)
