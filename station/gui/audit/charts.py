@@ -8,6 +8,7 @@ nothing depends on colour alone (HMI.md).
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Final
 
@@ -82,7 +83,22 @@ class _Chart(QWidget):
         p.restore()
 
 
+def nice_top(value: float) -> float:
+    """The axis top: the smallest 4 x (1, 2, 2.5 or 5 x 10^k) at or above ``value``, never a
+    fraction of a unit (counts are whole), so every tick label is a distinct round number."""
+    if value <= 0:
+        return 4.0
+    exp = 10.0 ** math.floor(math.log10(value / 4))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        step = max(m * exp, 1.0)
+        if step * 4 >= value:
+            return step * 4
+    return value
+
+
 def _short(value: float) -> str:
+    if value != int(value):
+        return f"{value:.1f}"
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
     if value >= 1000:
@@ -110,7 +126,7 @@ class YieldChart(_Chart):
         return bool(self.buckets)
 
     def draw(self, p: QPainter, r: QRectF) -> None:
-        top = max(b.ok + b.failed for b in self.buckets) or 1
+        top = nice_top(max(b.ok + b.failed for b in self.buckets))
         self.axes(p, r, top, label="units", right="yield")
         n = len(self.buckets)
         slot = r.width() / n
@@ -168,7 +184,7 @@ class ParetoChart(_Chart):
         shown = self.rows[: self.top]
         rest = sum(x.count for x in self.rows[self.top:])
         total = sum(x.count for x in self.rows) or 1
-        top = (max(x.count for x in shown) or 1) * 1.15  # headroom for the count above the bar
+        top = nice_top(max(x.count for x in shown) * 1.15)  # headroom for the count above the bar
         self.axes(p, r, top, label="failed units", right="cumulative")
         slot = r.width() / len(shown)
         w = slot * 0.7
@@ -217,7 +233,7 @@ class HistogramChart(_Chart):
 
     def draw(self, p: QPainter, r: QRectF) -> None:
         h = self.hist
-        top = max(h.counts) or 1
+        top = nice_top(max(h.counts))
         self.axes(p, r, top, label="units")
         lo, hi = h.edges[0], h.edges[-1]
         slot = r.width() / len(h.counts)
@@ -231,14 +247,15 @@ class HistogramChart(_Chart):
                        f"{h.edges[i] / 1000:.2f}")
         p.drawText(QRectF(r.left(), r.bottom() + 20, r.width(), 16), Qt.AlignmentFlag.AlignCenter,
                    "seconds from start to finish")
-        for value, name in ((h.median_ms, "median"), (h.p95_ms, "p95")):
+        for line, (value, name) in enumerate(((h.median_ms, "median"), (h.p95_ms, "p95"))):
             if value is None or hi <= lo:
                 continue
             x = r.left() + r.width() * (value - lo) / (hi - lo)
             p.setPen(QPen(QColor(BLUE), 2, Qt.PenStyle.DashLine))
             p.drawLine(QPointF(x, r.top()), QPointF(x, r.bottom()))
             p.setPen(QColor(BLUE))
-            p.drawText(QRectF(x + 4, r.top(), 140, 14), Qt.AlignmentFlag.AlignLeft,
+            # one text line each, so close values never print on top of each other
+            p.drawText(QRectF(x + 4, r.top() + 16 * line, 140, 14), Qt.AlignmentFlag.AlignLeft,
                        f"{name} {value / 1000:.2f} s")
 
 

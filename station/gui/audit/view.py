@@ -126,7 +126,9 @@ class AuditView(QWidget):
         units_page = QSplitter(Qt.Orientation.Vertical)
         units_page.addWidget(self.table)
         units_page.addWidget(self.detail)
-        units_page.setSizes([420, 400])
+        units_page.setStretchFactor(0, 3)  # the table gets the room first; the detail can be dragged up
+        units_page.setStretchFactor(1, 2)
+        units_page.setSizes([440, 380])
         self.tabs = QTabWidget()
         self.tabs.addTab(units_page, "Units")
         self.tabs.addTab(self.charts, "Charts")
@@ -149,8 +151,11 @@ class AuditView(QWidget):
         self.model.filter_applied.connect(self._on_count)
         self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.DescendingOrder)
         self.apply_filters()
-        for col, width in enumerate((60, 135, 105, 85, 130, 135, 50, 36, 64, 140, 105, 135)):
-            self.table.setColumnWidth(col, width)
+        # widths from the first page's contents (and the host window's font), capped so that one
+        # long error message cannot push the other columns off screen
+        self.table.resizeColumnsToContents()
+        for col in range(self.model.columnCount()):
+            self.table.setColumnWidth(col, min(self.table.columnWidth(col), 260))
 
     # -- building ----------------------------------------------------------------------------
 
