@@ -24,6 +24,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -391,6 +392,11 @@ class AuditView(QWidget):
         self.status.setText(f"Exported {count:,} units to {what}" if count >= 0
                             else f"\u2716 Export failed: {what}")
         self.export_finished.emit(what, count)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        """A running verification or export is waited for: a QThread must not die running."""
+        self.shutdown()
+        super().closeEvent(event)
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
         """Wait for running jobs (tests and window close)."""
