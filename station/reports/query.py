@@ -523,7 +523,7 @@ class AuditQuery:
     def _ts_text(self, col: ColumnElement[Any]) -> ColumnElement[Any]:
         if self.dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' UTC
             return func.replace(type_coerce(col, String), " ", "T") + literal("+00:00")
-        return col
+        return func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
 
     def _hex(self, col: ColumnElement[Any]) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
