@@ -310,7 +310,12 @@ class AuditQuery:
         if sort == "id":
             if after_id is not None:
                 stmt = stmt.where(UNITS.c.id < after_id if descending else UNITS.c.id > after_id)
-            stmt = stmt.order_by(UNITS.c.id.desc() if descending else UNITS.c.id)
+            order: ColumnElement[Any] = UNITS.c.id
+            if f.search is not None and self.dialect == "sqlite":
+                # '+id' stops SQLite from walking the table in id order to skip a sort; a search
+                # matches a handful of rows, which its indexes find at once (with any statistics)
+                order = literal_column("+units.id")
+            stmt = stmt.order_by(order.desc() if descending else order)
         else:
             stmt = stmt.order_by(key.desc() if descending else key.asc(),
                                  UNITS.c.id.desc() if descending else UNITS.c.id).offset(offset)

@@ -401,7 +401,7 @@ def seed_database(
                     progress(i + 1, units)
         events_total += len(event_rows)
         flush(commit=True)
-        conn.execute("PRAGMA analysis_limit = 4000")  # sampled statistics: seconds, not a full scan
+        # full statistics: sampled ones (analysis_limit) led SQLite to scan the table for a search
         conn.execute("ANALYZE")
         if progress is not None:
             progress(units, units)
