@@ -68,7 +68,8 @@ def test_configured_station_provisions_by_scans(qtbot: QtBot, softhsm_ca: TestCa
             qtbot.waitUntil(lambda: isinstance(window.current_page(), LinePage))
             scan(qtbot, window, "WO-7001")  # the configured work order
             qtbot.waitUntil(lambda: window.controller.work_order is not None)
-            qtbot.mouseClick(window.line.start_all, Qt.MouseButton.LeftButton)
+            qtbot.wait(300)  # past the scanner's inter-key window
+            qtbot.keyClick(window, Qt.Key.Key_F5)  # start all, keyboard only
             model = window.controller.slot_model
             qtbot.waitUntil(lambda: all(v.state is SlotState.PASS for v in model.views()),
                             timeout=30_000)
