@@ -613,26 +613,8 @@ class SqlAuditStore:
 
     @staticmethod
     def _record_of_row(row: _UnitRow) -> UnitRecord:
-        """:meth:`_record` for a Core row of :data:`_SELECT_UNIT`."""
-        return UnitRecord(
-            unit_id=row.id,
-            work_order=row.wo_number,
-            station=row.station,
-            slot=row.slot,
-            operator=row.operator,
-            hardware_id=row.hardware_id,
-            serial_number=row.serial_number,
-            status=UnitStatus(row.status),
-            started_at=_utc(row.started_at) or row.started_at,
-            finished_at=_utc(row.finished_at),
-            public_key_sha256=row.public_key_sha256,
-            cert_serial=row.cert_serial,
-            cert_der=row.cert_der,
-            profile=row.profile,
-            failed_step=Step(row.failed_step) if row.failed_step else None,
-            error_code=row.error_code,
-            error_message=row.error_message,
-        )
+        """:meth:`_record` for a Core row of :data:`_SELECT_UNIT` (same column names as UnitRow)."""
+        return SqlAuditStore._record(cast(UnitRow, row), row.wo_number)
 
     # -- AuditStore protocol ---------------------------------------------------------------------
 
