@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
-from station.domain import STEP_ORDER
+from station.domain import STEP_ORDER, Outcome
 from station.gui.slots import SlotView
 from station.gui.theme import look_for
 from station.workflow import UnitResult
@@ -83,15 +83,11 @@ class ResultRow:
         return "\u2714 PASS" if self.result.ok else "\u2718 FAIL"
 
 
-class ResultsModel(QAbstractTableModel):
-    """The last results, newest first, capped so a long shift does not grow memory."""
+class _RowsTableModel(QAbstractTableModel):
+    """A table over ``self._rows`` with fixed column ``HEADERS``: what the two tables share."""
 
-    HEADERS: Final = ("Time", "Slot", "Serial", "Outcome")
-
-    def __init__(self, *, limit: int = 200, parent: Any = None) -> None:
-        super().__init__(parent)
-        self._rows: list[ResultRow] = []
-        self._limit = limit
+    HEADERS: tuple[str, ...] = ()
+    _rows: Sequence[object]
 
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: N802, B008
         return 0 if parent.isValid() else len(self._rows)
@@ -105,6 +101,17 @@ class ResultsModel(QAbstractTableModel):
                 and 0 <= section < len(self.HEADERS)):
             return self.HEADERS[section]
         return None
+
+
+class ResultsModel(_RowsTableModel):
+    """The last results, newest first, capped so a long shift does not grow memory."""
+
+    HEADERS = ("Time", "Slot", "Serial", "Outcome")
+
+    def __init__(self, *, limit: int = 200, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ResultRow] = []
+        self._limit = limit
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
@@ -133,10 +140,10 @@ class ResultsModel(QAbstractTableModel):
         return self._rows[n]
 
 
-class TimelineModel(QAbstractTableModel):
+class TimelineModel(_RowsTableModel):
     """The steps of one attempt: each step's outcome and time, the failed step last."""
 
-    HEADERS: Final = ("#", "Step", "Outcome", "Time (ms)")
+    HEADERS = ("#", "Step", "Outcome", "Time (ms)")
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -146,26 +153,15 @@ class TimelineModel(QAbstractTableModel):
         self.beginResetModel()
         self._rows = []
         if result is not None:
-            for t in result.timings:
+            for t in result.timings:  # the workflow's last timing is the failed step, marked failed
+                outcome = "\u2714 ok" if t.outcome is Outcome.OK else "\u2718 failed"
                 self._rows.append((str(STEP_ORDER.index(t.step) + 1), step_words(t.step),
-                                   "\u2714 ok", f"{t.duration_ms:.0f}"))
-            if result.failed_step is not None:
+                                   outcome, f"{t.duration_ms:.0f}"))
+            shown = any(t.outcome is not Outcome.OK for t in result.timings)
+            if result.failed_step is not None and not shown:
                 self._rows.append((str(STEP_ORDER.index(result.failed_step) + 1),
                                    step_words(result.failed_step), "\u2718 failed", "\u2014"))
         self.endResetModel()
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: N802, B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: N802, B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if (role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal
-                and 0 <= section < len(self.HEADERS)):
-            return self.HEADERS[section]
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):

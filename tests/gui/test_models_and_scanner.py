@@ -41,6 +41,15 @@ def test_results_and_timeline_models(qtmodeltester: ModelTester) -> None:
     timeline.show(_failed())
     qtmodeltester.check(timeline)
     assert [timeline.index(r, 1).data() for r in range(2)] == ["connect", "pre issuance"]
+    # As the workflow reports it: the failed step is the last timing, and shows once, as failed.
+    real = UnitResult(slot="2", ok=False, failed_step=Step.PRE_ISSUANCE, error_code="csr_rejected",
+                      timings=(StepTiming(step=Step.CONNECT, outcome=Outcome.OK, duration_ms=1.0),
+                               StepTiming(step=Step.PRE_ISSUANCE, outcome=Outcome.FAILED,
+                                          duration_ms=2.0)))
+    timeline.show(real)
+    assert [(timeline.index(r, 1).data(), timeline.index(r, 2).data())
+            for r in range(timeline.rowCount())] == [("connect", "\u2714 ok"),
+                                                     ("pre issuance", "\u2718 failed")]
 
 
 def test_scan_patterns_and_rescan_window() -> None:
