@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from cryptography import x509
-from sqlalchemy import Engine, Row, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -97,6 +97,12 @@ _SELECT_UNIT: Final = (
     .join_from(_UNITS, _WORK_ORDERS, _UNITS.c.work_order_id == _WORK_ORDERS.c.id)
 )
 _SELECT_UNIT_BY_ID: Final = _SELECT_UNIT.where(_UNITS.c.id == bindparam("unit_id"))
+_UNIT_EVENT_FIELDS: Final = (
+    select(_UNITS.c.operator, _UNITS.c.work_order_id, _WORK_ORDERS.c.number.label("wo_number"),
+           _WORK_ORDERS.c.commissioning_json.label("wo_commissioning"))
+    .join_from(_UNITS, _WORK_ORDERS, _UNITS.c.work_order_id == _WORK_ORDERS.c.id)
+    .where(_UNITS.c.id == bindparam("unit_id"))
+)
 _SELECT_WORK_ORDER: Final = select(
     _WORK_ORDERS.c.id, _WORK_ORDERS.c.number, _WORK_ORDERS.c.product, _WORK_ORDERS.c.profile,
     _WORK_ORDERS.c.quantity, _WORK_ORDERS.c.serial_format, _WORK_ORDERS.c.next_seq,
@@ -120,7 +126,12 @@ _UnitRow = Row[*tuple[Any, ...]]
 _HEAD_KEY: Final = "audit.chain_head"
 """``Session.info`` key: the chain head (seq, hash) as this transaction last wrote it."""
 _TX_CACHE_KEY: Final = "audit.cache"
-"""``Session.info`` key: immutable lookups made in this transaction (work orders, secret keys)."""
+"""``Session.info`` key: lookups made in this transaction (work orders, secret keys, units' event
+fields); a write that changes a cached unit column drops that unit's entry (:meth:`_update_unit`)."""
+_CONN_KEY: Final = "audit.connection"
+"""``Session.info`` key: the transaction's Connection (one per session; savepoints run on it too)."""
+_APPENDS_KEY: Final = "audit.appends"
+"""``Session.info`` key: how many event INSERTs this session has started (see :meth:`_append_only`)."""
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -159,6 +170,15 @@ def _first_failure(exc: BaseException) -> BaseException:
         seen.add(id(exc))
         exc = earlier
     return exc
+
+
+def _connection(s: Session) -> Connection:
+    """The session's Connection, looked up once per transaction (``Session.connection()`` walks the
+    session's transaction state each time). Savepoints run on the same Connection."""
+    conn: Connection | None = s.info.get(_CONN_KEY)
+    if conn is None:
+        conn = s.info[_CONN_KEY] = s.connection()
+    return conn
 
 
 def _now() -> datetime:
@@ -385,6 +405,10 @@ class SqlAuditStore:
         try:
             try:
                 with session.begin_nested():
+                    # SQLAlchemy emits the SAVEPOINT lazily, when the nested transaction first asks
+                    # for its connection; writes run on the cached Connection (_connection), so ask
+                    # here: the savepoint must exist before the first statement of this write.
+                    session.connection()
                     yield
             except BaseException:
                 session.info[_HEAD_KEY] = head
@@ -401,6 +425,48 @@ class SqlAuditStore:
                 self._log_refusal(op, translated, context)
             else:
                 self._batch.failure = translated  # the whole batch fails (see batch())
+            raise translated from exc
+
+    @contextmanager
+    def _append_only(self, op: str, **context: Any) -> Iterator[Session]:
+        """A write that only appends events (no unique index or quota can refuse it): no SAVEPOINT.
+
+        Outside a batch it is :meth:`_write`. Inside a batch it runs directly in the batch
+        transaction: an error raised before its INSERT started (an unknown unit id) leaves the
+        transaction untouched and reaches the caller alone, as with a savepoint; any database error,
+        and any error once its INSERT has started, fails the whole batch (nothing of it is
+        reported durable, issuing stops), which is what :meth:`_savepoint` does for every
+        database error that is not a refusal."""
+        batch: Session | None = getattr(self._batch, "session", None)
+        if batch is None:
+            with self._write(op, **context) as s:
+                yield s
+            return
+        if self._read_only is not None:
+            raise AuditIntegrityError(f"audit database is read-only: {self._read_only}", op=op)
+        failed: StationError | None = getattr(self._batch, "failure", None)
+        if failed is not None:  # no write after a failed one: it would run outside the transaction
+            raise AuditWriteFailed(failed.message, op=op, **context)
+        if batch.identity_map:  # as in _savepoint: Core writes bypassed any ORM object loaded earlier
+            batch.expire_all()
+        appends = batch.info.get(_APPENDS_KEY, 0)
+        try:
+            yield batch
+        except BaseException as exc:
+            database_error = isinstance(exc, (SQLAlchemyError, OSError))
+            if not database_error and batch.info.get(_APPENDS_KEY, 0) == appends:
+                raise  # nothing was written: the batch goes on, exactly as after a rolled-back savepoint
+            if database_error:
+                translated = self._translate(exc, op, context)
+                if not isinstance(translated, AuditWriteFailed):  # an event cannot be refused
+                    reason = describe_db_error(exc)
+                    self.stop_issuing(reason)
+                    translated = AuditWriteFailed(reason, op=op, **context)
+            else:
+                reason = f"audit write interrupted: {type(exc).__name__}"
+                self.stop_issuing(reason)
+                translated = AuditWriteFailed(reason, op=op, **context)
+            self._batch.failure = translated  # the whole batch fails (see batch())
             raise translated from exc
 
     @contextmanager
@@ -474,7 +540,7 @@ class SqlAuditStore:
         """
         if s.new or s.dirty or s.deleted:
             s.flush()  # ORM-path writers: their rows must be in the database before the Core insert
-        conn = s.connection()
+        conn = _connection(s)
         head: tuple[int, str] | None = s.info.get(_HEAD_KEY)
         if head is None:
             row = conn.execute(_SELECT_HEAD).one()
@@ -495,6 +561,7 @@ class SqlAuditStore:
         }
         seq = head[0] + 1
         digest = event_hash(seq, head[1], fields)
+        s.info[_APPENDS_KEY] = s.info.get(_APPENDS_KEY, 0) + 1
         conn.execute(_INSERT_EVENT, {"seq": seq, "prev_hash": head[1], "hash": digest, **fields})
         conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
         s.info[_HEAD_KEY] = (seq, digest)
@@ -509,10 +576,24 @@ class SqlAuditStore:
 
     def _unit_row(self, s: Session, unit_id: int) -> _UnitRow:
         """The unit's columns plus its work order's number and commissioning (one Core SELECT)."""
-        row = s.connection().execute(_SELECT_UNIT_BY_ID, {"unit_id": unit_id}).one_or_none()
+        row = _connection(s).execute(_SELECT_UNIT_BY_ID, {"unit_id": unit_id}).one_or_none()
         if row is None:
             raise ValueError(f"unknown unit id {unit_id}")
         return row
+
+    def _unit_event_fields(self, s: Session, unit_id: int) -> tuple[str, str | None, list[str]]:
+        """(work order number, operator, the work order's secret keys) of a unit, for its step
+        events: looked up once per transaction (:meth:`_update_unit` drops the entry when the
+        operator changes; units are never deleted, and their work order never changes)."""
+        cache = self._tx_cache(s)
+        key = ("unit", unit_id)
+        fields: tuple[str, str | None, list[str]] | None = cache.get(key)
+        if fields is None:
+            row = _connection(s).execute(_UNIT_EVENT_FIELDS, {"unit_id": unit_id}).one_or_none()
+            if row is None:
+                raise ValueError(f"unknown unit id {unit_id}")
+            fields = cache[key] = (row.wo_number, row.operator, self._secret_keys_of(s, row))
+        return fields
 
     def _secret_keys_of(self, s: Session, row: _UnitRow) -> list[str]:
         cache = self._tx_cache(s)
@@ -522,9 +603,11 @@ class SqlAuditStore:
             keys = cache[key] = [str(v["key"]) for v in json.loads(row.wo_commissioning) if v.get("secret")]
         return keys
 
-    @staticmethod
-    def _update_unit(s: Session, unit_id: int, **values: Any) -> None:
-        s.connection().execute(_UPDATE_UNIT, {"unit_id": unit_id, **values})
+    @classmethod
+    def _update_unit(cls, s: Session, unit_id: int, **values: Any) -> None:
+        if "operator" in values or "work_order_id" in values:
+            cls._tx_cache(s).pop(("unit", unit_id), None)
+        _connection(s).execute(_UPDATE_UNIT, {"unit_id": unit_id, **values})
 
     @staticmethod
     def _expect_status(row: _UnitRow, *allowed: UnitStatus) -> None:
@@ -534,7 +617,7 @@ class SqlAuditStore:
 
     @staticmethod
     def _consumed_core(s: Session, work_order_id: int) -> int:
-        return int(s.connection().execute(_CONSUMED, {"wo_id": work_order_id}).scalar() or 0)
+        return int(_connection(s).execute(_CONSUMED, {"wo_id": work_order_id}).scalar() or 0)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -551,7 +634,7 @@ class SqlAuditStore:
         ref: _WorkOrderRef | None = cache.get(("wo", wo.number))
         if ref is not None and ref.terms == (wo.product, wo.profile, wo.quantity, wo.serial_format):
             return ref
-        found = s.connection().execute(_WORK_ORDER_BY_NUMBER, {"number": wo.number}).one_or_none()
+        found = _connection(s).execute(_WORK_ORDER_BY_NUMBER, {"number": wo.number}).one_or_none()
         if found is None:
             return self._create_work_order(s, wo, operator)
         ref = _WorkOrderRef(id=found.id, number=found.number,
@@ -630,7 +713,7 @@ class SqlAuditStore:
         self._require_issuing()
         with self._write("start_unit", work_order=work_order.number, hardware_id=hardware_id) as s:
             wo = self._ensure_work_order(s, work_order, operator)
-            conn = s.connection()
+            conn = _connection(s)
             active = conn.execute(_ACTIVE_UNIT, {"hardware_id": hardware_id}).scalar()
             if active is not None:
                 raise IdentityConflict(
@@ -665,12 +748,12 @@ class SqlAuditStore:
         error_message: str | None = None,
     ) -> None:
         """Append one step event (secret-looking detail keys are redacted here as a second guard)."""
-        with self._write("record_step", unit_id=unit_id, step=str(step)) as s:
-            unit = self._unit_row(s, unit_id)
+        with self._append_only("record_step", unit_id=unit_id, step=str(step)) as s:
+            work_order, operator, secret_keys = self._unit_event_fields(s, unit_id)
             self._append(
-                s, kind="step", unit_id=unit_id, work_order=unit.wo_number, operator=unit.operator,
+                s, kind="step", unit_id=unit_id, work_order=work_order, operator=operator,
                 step=str(step), outcome="ok" if ok else "failed", duration_ms=duration_ms,
-                detail=redact_detail(detail, self._secret_keys_of(s, unit)),
+                detail=redact_detail(detail, secret_keys),
                 error_code=error_code, error_message=error_message,
             )
 
@@ -680,7 +763,7 @@ class SqlAuditStore:
             unit = self._unit_row(s, unit_id)
             if unit.serial_number is not None:
                 return str(unit.serial_number)
-            conn = s.connection()
+            conn = _connection(s)
             wo = conn.execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
             seq = int(wo.next_seq)
             try:
@@ -708,7 +791,7 @@ class SqlAuditStore:
         with self._write("record_intent", unit_id=unit_id, cert_serial=cert_serial) as s:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.IN_PROGRESS)
-            wo = s.connection().execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
+            wo = _connection(s).execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
             consumed = self._consumed_core(s, wo.id)
             if consumed >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
@@ -782,7 +865,7 @@ class SqlAuditStore:
 
     def is_key_known(self, public_key_sha256: str) -> bool:
         with self._read() as s:
-            found = s.connection().execute(_KEY_KNOWN, {"fp": public_key_sha256.lower()}).scalar()
+            found = _connection(s).execute(_KEY_KNOWN, {"fp": public_key_sha256.lower()}).scalar()
             return found is not None
 
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
@@ -792,7 +875,7 @@ class SqlAuditStore:
         acknowledged). Re-send it with :meth:`resume_unit`; never sign a second time.
         """
         with self._read() as s:
-            row = s.connection().execute(_ISSUED_FOR, {"hardware_id": hardware_id}).one_or_none()
+            row = _connection(s).execute(_ISSUED_FOR, {"hardware_id": hardware_id}).one_or_none()
         if row is None:
             return None
         resumable = row.status == UnitStatus.ISSUED or (
@@ -862,7 +945,7 @@ class SqlAuditStore:
         error_message: str | None = None,
     ) -> None:
         """Append an event that is not a unit step: a role refusal, a shift note, a config change."""
-        with self._write("record_event", kind=kind) as s:
+        with self._append_only("record_event", kind=kind) as s:
             self._append(
                 s, kind=kind, unit_id=unit_id, work_order=work_order, operator=operator,
                 outcome="ok" if ok else "failed", detail=redact_detail(detail),
