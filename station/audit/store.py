@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,45 +119,6 @@ _ISSUED_FOR: Final = (
     .order_by(_UNITS.c.id.desc()).limit(1)
 )
 _UPDATE_NEXT_SEQ: Final = update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id"))
-
-_UPDATE_HEAD_SQL: Final = update(_HEAD).where(_HEAD.c.id == bindparam("head_id")).values(
-    seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-_EVENT_COLUMNS: Final = tuple(c.name for c in _EVENTS.c)
-
-
-@dataclass(frozen=True)
-class _DriverStatement:
-    """A Core statement compiled once for the engine's dialect, run with ``exec_driver_sql``.
-
-    The parameters go through the same bind processors Core would apply (taken from the compiled
-    statement), so the driver receives exactly the values Core would have sent; what is skipped is
-    the per-execute compiled-cache lookup and parameter construction of the hottest writes (one
-    event INSERT and one chain-head UPDATE per event)."""
-
-    sql: str
-    order: tuple[str, ...] | None
-    """Parameter names in order for a positional paramstyle (SQLite ``?``); None: named (psycopg)."""
-    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
-
-    @classmethod
-    def compile(cls, engine: Engine, stmt: Any, keys: Sequence[str]) -> _DriverStatement | None:
-        compiled = stmt.compile(dialect=engine.dialect, column_keys=list(keys))
-        processors = getattr(compiled, "_bind_processors", None)
-        if processors is None or set(compiled.binds) != set(keys):
-            return None  # not the shape this shortcut knows (or a bound literal): stay on Core
-        order = tuple(compiled.positiontup) if compiled.positional else None
-        return cls(sql=str(compiled), order=order, processors=tuple(processors.items()))
-
-    def execute(self, conn: Connection, values: Mapping[str, Any]) -> None:
-        params = dict(values)
-        for name, process in self.processors:
-            if params[name] is not None:
-                params[name] = process(params[name])
-        if self.order is not None:
-            conn.exec_driver_sql(self.sql, tuple(params[name] for name in self.order))
-        else:
-            conn.exec_driver_sql(self.sql, params)
-
 
 _UnitRow = Row[*tuple[Any, ...]]
 """A row of :data:`_SELECT_UNIT`: the unit's columns, ``wo_number`` and ``wo_commissioning``."""
@@ -318,9 +279,6 @@ class SqlAuditStore:
         self.station_id = station_id
         self._lock = threading.Lock()
         self._batch = threading.local()
-        self._insert_event = _DriverStatement.compile(engine, _INSERT_EVENT, _EVENT_COLUMNS)
-        self._update_head = _DriverStatement.compile(engine, _UPDATE_HEAD_SQL,
-                                                     ("head_id", "new_seq", "new_hash"))
         self._read_only: str | None = checks.integrity_problem
         self._stopped: str | None = None
         if checks.integrity_problem:
@@ -604,15 +562,8 @@ class SqlAuditStore:
         seq = head[0] + 1
         digest = event_hash(seq, head[1], fields)
         s.info[_APPENDS_KEY] = s.info.get(_APPENDS_KEY, 0) + 1
-        values = {"seq": seq, "prev_hash": head[1], "hash": digest, **fields}
-        if self._insert_event is not None:
-            self._insert_event.execute(conn, values)
-        else:
-            conn.execute(_INSERT_EVENT, values)
-        if self._update_head is not None:
-            self._update_head.execute(conn, {"head_id": 1, "new_seq": seq, "new_hash": digest})
-        else:
-            conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
+        conn.execute(_INSERT_EVENT, {"seq": seq, "prev_hash": head[1], "hash": digest, **fields})
+        conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
         s.info[_HEAD_KEY] = (seq, digest)
 
     @staticmethod
