@@ -31,14 +31,15 @@ from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from cryptography import x509
-from sqlalchemy import Connection, Engine, Row, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from station.audit.chain import canonical_detail, event_hash
+from station.audit.driver import DriverStatement
 from station.audit.engine import READ_OPTION, OpenChecks
 from station.audit.models import (
-    ACTIVE_STATUSES,
+    ACTIVE_WHERE,
     ROLES,
     ChainHeadRow,
     EventRow,
@@ -85,19 +86,21 @@ _UNITS = cast(Table, UnitRow.__table__)
 _WORK_ORDERS = cast(Table, WorkOrderRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
 _HEAD = cast(Table, ChainHeadRow.__table__)
-_INSERT_EVENT: Final = insert(_EVENTS)
-_INSERT_UNIT: Final = insert(_UNITS)
-_UPDATE_HEAD: Final = update(_HEAD).where(_HEAD.c.id == 1)
-_SELECT_HEAD: Final = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_UPDATE_UNIT: Final = update(_UNITS).where(_UNITS.c.id == bindparam("unit_id"))
+_INSERT_EVENT: Final = DriverStatement(insert(_EVENTS), varying_columns=True)
+_INSERT_UNIT: Final = DriverStatement(insert(_UNITS).returning(_UNITS.c.id), varying_columns=True)
+_UPDATE_HEAD: Final = DriverStatement(update(_HEAD).where(_HEAD.c.id == 1), varying_columns=True)
+_SELECT_HEAD: Final = DriverStatement(
+    select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update())
+_UPDATE_UNIT: Final = DriverStatement(update(_UNITS).where(_UNITS.c.id == bindparam("unit_id")),
+                                      varying_columns=True)
 _SELECT_UNIT: Final = (
     select(*[c for c in _UNITS.c if c.name != "work_order_id"],
            _UNITS.c.work_order_id, _WORK_ORDERS.c.number.label("wo_number"),
            _WORK_ORDERS.c.commissioning_json.label("wo_commissioning"))
     .join_from(_UNITS, _WORK_ORDERS, _UNITS.c.work_order_id == _WORK_ORDERS.c.id)
 )
-_SELECT_UNIT_BY_ID: Final = _SELECT_UNIT.where(_UNITS.c.id == bindparam("unit_id"))
-_UNIT_EVENT_FIELDS: Final = (
+_SELECT_UNIT_BY_ID: Final = DriverStatement(_SELECT_UNIT.where(_UNITS.c.id == bindparam("unit_id")))
+_UNIT_EVENT_FIELDS: Final = DriverStatement(
     select(_UNITS.c.operator, _UNITS.c.work_order_id, _WORK_ORDERS.c.number.label("wo_number"),
            _WORK_ORDERS.c.commissioning_json.label("wo_commissioning"))
     .join_from(_UNITS, _WORK_ORDERS, _UNITS.c.work_order_id == _WORK_ORDERS.c.id)
@@ -107,21 +110,26 @@ _SELECT_WORK_ORDER: Final = select(
     _WORK_ORDERS.c.id, _WORK_ORDERS.c.number, _WORK_ORDERS.c.product, _WORK_ORDERS.c.profile,
     _WORK_ORDERS.c.quantity, _WORK_ORDERS.c.serial_format, _WORK_ORDERS.c.next_seq,
 )
-_LOCK_WORK_ORDER: Final = _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")).with_for_update()
-_WORK_ORDER_BY_NUMBER: Final = _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.number == bindparam("number"))
-_CONSUMED: Final = select(func.count()).select_from(_UNITS).where(
-    _UNITS.c.work_order_id == bindparam("wo_id"), _UNITS.c.intent_at.is_not(None))
-_ACTIVE_UNIT: Final = select(_UNITS.c.id).where(
-    _UNITS.c.hardware_id == bindparam("hardware_id"), _UNITS.c.status.in_(ACTIVE_STATUSES)).limit(1)
-_KEY_KNOWN: Final = select(_UNITS.c.id).where(_UNITS.c.public_key_sha256 == bindparam("fp")).limit(1)
-_ISSUED_FOR: Final = (
+_LOCK_WORK_ORDER: Final = DriverStatement(
+    _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")).with_for_update())
+_WORK_ORDER_BY_NUMBER: Final = DriverStatement(
+    _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.number == bindparam("number")))
+_CONSUMED: Final = DriverStatement(select(func.count()).select_from(_UNITS).where(
+    _UNITS.c.work_order_id == bindparam("wo_id"), _UNITS.c.intent_at.is_not(None)))
+_ACTIVE_UNIT: Final = DriverStatement(select(_UNITS.c.id).where(
+    _UNITS.c.hardware_id == bindparam("hardware_id"), ACTIVE_WHERE).limit(1))
+_KEY_KNOWN: Final = DriverStatement(
+    select(_UNITS.c.id).where(_UNITS.c.public_key_sha256 == bindparam("fp")).limit(1))
+_ISSUED_FOR: Final = DriverStatement(
     _SELECT_UNIT.where(_UNITS.c.hardware_id == bindparam("hardware_id"), _UNITS.c.cert_der.is_not(None))
     .order_by(_UNITS.c.id.desc()).limit(1)
 )
-_UPDATE_NEXT_SEQ: Final = update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id"))
+_UPDATE_NEXT_SEQ: Final = DriverStatement(
+    update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id")), varying_columns=True)
 
-_UnitRow = Row[*tuple[Any, ...]]
-"""A row of :data:`_SELECT_UNIT`: the unit's columns, ``wo_number`` and ``wo_commissioning``."""
+_UnitRow = Any
+"""A row of :data:`_SELECT_UNIT` (a named tuple from :class:`DriverStatement`): the unit's columns,
+``wo_number`` and ``wo_commissioning``."""
 
 _HEAD_KEY: Final = "audit.chain_head"
 """``Session.info`` key: the chain head (seq, hash) as this transaction last wrote it."""
@@ -130,8 +138,14 @@ _TX_CACHE_KEY: Final = "audit.cache"
 fields); a write that changes a cached unit column drops that unit's entry (:meth:`_update_unit`)."""
 _CONN_KEY: Final = "audit.connection"
 """``Session.info`` key: the transaction's Connection (one per session; savepoints run on it too)."""
-_APPENDS_KEY: Final = "audit.appends"
-"""``Session.info`` key: how many event INSERTs this session has started (see :meth:`_append_only`)."""
+_PENDING_KEY: Final = "audit.pending_events"
+"""``Session.info`` key: events appended in this transaction and not yet INSERTed. They are written
+with one executemany, and the chain head with one UPDATE, just before the transaction commits
+(:meth:`SqlAuditStore._flush_events`), or before a read of the events table in the same
+transaction."""
+_WRITES_KEY: Final = "audit.writes"
+"""``Session.info`` key: how many unit row UPDATEs this session has started (see
+:meth:`SqlAuditStore._unrefusable`)."""
 
 
 def describe_db_error(exc: BaseException) -> str:
@@ -353,6 +367,7 @@ class SqlAuditStore:
                     # may already have rolled back the whole transaction, so nothing of the batch may
                     # be reported as durable. Roll back and fail every caller of the batch.
                     raise failure
+                self._flush_events(session)
         except StationError:
             raise
         except (SQLAlchemyError, OSError) as exc:
@@ -378,6 +393,7 @@ class SqlAuditStore:
         try:
             with session.begin():
                 yield session
+                self._flush_events(session)
         except (QuotaExhausted, IdentityConflict) as refusal:
             session.close()
             self._log_refusal(op, refusal, context)
@@ -402,6 +418,7 @@ class SqlAuditStore:
         if session.identity_map:
             session.expire_all()
         head = session.info.get(_HEAD_KEY)
+        pending = len(session.info.get(_PENDING_KEY, ()))
         try:
             try:
                 with session.begin_nested():
@@ -412,6 +429,7 @@ class SqlAuditStore:
                     yield
             except BaseException:
                 session.info[_HEAD_KEY] = head
+                del session.info.get(_PENDING_KEY, [])[pending:]
                 session.info.pop(_TX_CACHE_KEY, None)
                 raise
         except (QuotaExhausted, IdentityConflict) as refusal:
@@ -428,15 +446,17 @@ class SqlAuditStore:
             raise translated from exc
 
     @contextmanager
-    def _append_only(self, op: str, **context: Any) -> Iterator[Session]:
-        """A write that only appends events (no unique index or quota can refuse it): no SAVEPOINT.
+    def _unrefusable(self, op: str, **context: Any) -> Iterator[Session]:
+        """A write no unique index or quota can refuse once it writes: no SAVEPOINT of its own.
 
-        Outside a batch it is :meth:`_write`. Inside a batch it runs directly in the batch
-        transaction: an error raised before its INSERT started (an unknown unit id) leaves the
-        transaction untouched and reaches the caller alone, as with a savepoint; any database error,
-        and any error once its INSERT has started, fails the whole batch (nothing of it is
-        reported durable, issuing stops), which is what :meth:`_savepoint` does for every
-        database error that is not a refusal."""
+        These are the event appends and the unit status moves that cannot break a unique index
+        (issued, completed, failed). Outside a batch it is :meth:`_write`. Inside a batch it runs
+        directly in the batch transaction. Its events only join the transaction's pending list
+        (:meth:`_append`), so an error raised before its first row UPDATE (an unknown unit id, a
+        wrong status, a certificate that is not the intent's) takes them back out and reaches the
+        caller alone, exactly as after a rolled-back savepoint. A database error, or any error after
+        that UPDATE, fails the whole batch (nothing of it is reported durable, issuing stops), which
+        is what :meth:`_savepoint` does for every database error that is not a refusal."""
         batch: Session | None = getattr(self._batch, "session", None)
         if batch is None:
             with self._write(op, **context) as s:
@@ -449,16 +469,20 @@ class SqlAuditStore:
             raise AuditWriteFailed(failed.message, op=op, **context)
         if batch.identity_map:  # as in _savepoint: Core writes bypassed any ORM object loaded earlier
             batch.expire_all()
-        appends = batch.info.get(_APPENDS_KEY, 0)
+        head = batch.info.get(_HEAD_KEY)
+        pending = len(batch.info.get(_PENDING_KEY, ()))
+        writes = batch.info.get(_WRITES_KEY, 0)
         try:
             yield batch
         except BaseException as exc:
             database_error = isinstance(exc, (SQLAlchemyError, OSError))
-            if not database_error and batch.info.get(_APPENDS_KEY, 0) == appends:
-                raise  # nothing was written: the batch goes on, exactly as after a rolled-back savepoint
+            if not database_error and batch.info.get(_WRITES_KEY, 0) == writes:
+                batch.info[_HEAD_KEY] = head
+                del batch.info.get(_PENDING_KEY, [])[pending:]
+                raise  # nothing reached the database: the batch goes on
             if database_error:
                 translated = self._translate(exc, op, context)
-                if not isinstance(translated, AuditWriteFailed):  # an event cannot be refused
+                if not isinstance(translated, AuditWriteFailed):  # this write cannot be refused
                     reason = describe_db_error(exc)
                     self.stop_issuing(reason)
                     translated = AuditWriteFailed(reason, op=op, **context)
@@ -478,6 +502,15 @@ class SqlAuditStore:
         if batch is not None:
             if batch.identity_map:  # Core writes of the batch bypassed any ORM object loaded earlier
                 batch.expire_all()
+            failed: StationError | None = getattr(self._batch, "failure", None)
+            if failed is not None:
+                raise AuditWriteFailed(failed.message, op="read")
+            try:
+                self._flush_events(batch)  # a read of the events table must see the batch's events
+            except (SQLAlchemyError, OSError) as exc:
+                translated = self._translate(exc, "write_events", {})
+                self._batch.failure = translated  # the whole batch fails (see batch())
+                raise translated from exc
             yield batch
             return
         with Session(self._reader) as session:
@@ -530,22 +563,19 @@ class SqlAuditStore:
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> None:
-        """Append one chained event (Core INSERT) and move the chain head.
+        """Append one event to the transaction; it is chained and written at :meth:`_flush_events`.
 
-        The head is read once per transaction (``SELECT ... FOR UPDATE``: on PostgreSQL that row lock
-        serialises appenders until commit; on SQLite ``BEGIN IMMEDIATE`` already made the transaction
-        the only writer) and then kept in ``Session.info`` for the rest of the transaction; a batch
-        write that rolls back its savepoint restores it (:meth:`_savepoint`). The hash is the same
-        canonical :func:`event_hash`, so :func:`verify_chain` checks these rows as before.
+        The event waits in the transaction's pending list, so appending costs no statement and takes
+        no lock: the audit writer can run a slot's step events while the slot talks to its device,
+        and the chain head (a row lock on PostgreSQL) is only taken in the moment before COMMIT. A
+        batch write that rolls back its savepoint drops its events (:meth:`_savepoint`).
         """
         if s.new or s.dirty or s.deleted:
-            s.flush()  # ORM-path writers: their rows must be in the database before the Core insert
-        conn = _connection(s)
-        head: tuple[int, str] | None = s.info.get(_HEAD_KEY)
-        if head is None:
-            row = conn.execute(_SELECT_HEAD).one()
-            head = (int(row.seq), str(row.hash))
-        fields: dict[str, Any] = {
+            s.flush()  # ORM-path writers: their rows must be in the database before the events
+        pending: list[dict[str, Any]] | None = s.info.get(_PENDING_KEY)
+        if pending is None:
+            pending = s.info[_PENDING_KEY] = []
+        pending.append({
             "station": self.station_id,
             "kind": kind,
             "unit_id": unit_id,
@@ -558,13 +588,38 @@ class SqlAuditStore:
             "error_code": error_code,
             "error_message": error_message,
             "occurred_at": _now().isoformat(timespec="microseconds"),
-        }
-        seq = head[0] + 1
-        digest = event_hash(seq, head[1], fields)
-        s.info[_APPENDS_KEY] = s.info.get(_APPENDS_KEY, 0) + 1
-        conn.execute(_INSERT_EVENT, {"seq": seq, "prev_hash": head[1], "hash": digest, **fields})
-        conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
-        s.info[_HEAD_KEY] = (seq, digest)
+        })
+
+    @staticmethod
+    def _flush_events(s: Session) -> None:
+        """Chain the transaction's pending events, INSERT them (one executemany), move the head.
+
+        The head is read once per transaction (``SELECT ... FOR UPDATE``: on PostgreSQL that row lock
+        serialises appenders until commit; on SQLite ``BEGIN IMMEDIATE`` already made the transaction
+        the only writer) and kept in ``Session.info`` for a later flush in the same transaction. The
+        hash is the canonical :func:`event_hash`, so :func:`verify_chain` checks these rows.
+        """
+        pending: list[dict[str, Any]] | None = s.info.get(_PENDING_KEY)
+        if not pending:
+            return
+        if s.new or s.dirty or s.deleted:
+            s.flush()
+        conn = _connection(s)
+        head: tuple[int, str] | None = s.info.get(_HEAD_KEY)
+        if head is None:
+            row = _SELECT_HEAD.one(conn)
+            head = (int(row.seq), str(row.hash))
+        seq, prev = head
+        rows = []
+        for fields in pending:
+            seq += 1
+            digest = event_hash(seq, prev, fields)
+            rows.append({"seq": seq, "prev_hash": prev, "hash": digest, **fields})
+            prev = digest
+        _INSERT_EVENT.execute_many(conn, rows)
+        _UPDATE_HEAD.execute(conn, {"seq": seq, "hash": prev})
+        s.info[_HEAD_KEY] = (seq, prev)
+        s.info[_PENDING_KEY] = []
 
     @staticmethod
     def _tx_cache(s: Session) -> dict[Any, Any]:
@@ -576,7 +631,7 @@ class SqlAuditStore:
 
     def _unit_row(self, s: Session, unit_id: int) -> _UnitRow:
         """The unit's columns plus its work order's number and commissioning (one Core SELECT)."""
-        row = _connection(s).execute(_SELECT_UNIT_BY_ID, {"unit_id": unit_id}).one_or_none()
+        row = _SELECT_UNIT_BY_ID.first(_connection(s), {"unit_id": unit_id})
         if row is None:
             raise ValueError(f"unknown unit id {unit_id}")
         return row
@@ -589,7 +644,7 @@ class SqlAuditStore:
         key = ("unit", unit_id)
         fields: tuple[str, str | None, list[str]] | None = cache.get(key)
         if fields is None:
-            row = _connection(s).execute(_UNIT_EVENT_FIELDS, {"unit_id": unit_id}).one_or_none()
+            row = _UNIT_EVENT_FIELDS.first(_connection(s), {"unit_id": unit_id})
             if row is None:
                 raise ValueError(f"unknown unit id {unit_id}")
             fields = cache[key] = (row.wo_number, row.operator, self._secret_keys_of(s, row))
@@ -607,7 +662,8 @@ class SqlAuditStore:
     def _update_unit(cls, s: Session, unit_id: int, **values: Any) -> None:
         if "operator" in values or "work_order_id" in values:
             cls._tx_cache(s).pop(("unit", unit_id), None)
-        _connection(s).execute(_UPDATE_UNIT, {"unit_id": unit_id, **values})
+        s.info[_WRITES_KEY] = s.info.get(_WRITES_KEY, 0) + 1
+        _UPDATE_UNIT.execute(_connection(s), {"unit_id": unit_id, **values})
 
     @staticmethod
     def _expect_status(row: _UnitRow, *allowed: UnitStatus) -> None:
@@ -617,7 +673,7 @@ class SqlAuditStore:
 
     @staticmethod
     def _consumed_core(s: Session, work_order_id: int) -> int:
-        return int(_connection(s).execute(_CONSUMED, {"wo_id": work_order_id}).scalar() or 0)
+        return int(_CONSUMED.one(_connection(s), {"wo_id": work_order_id})[0] or 0)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -634,7 +690,7 @@ class SqlAuditStore:
         ref: _WorkOrderRef | None = cache.get(("wo", wo.number))
         if ref is not None and ref.terms == (wo.product, wo.profile, wo.quantity, wo.serial_format):
             return ref
-        found = _connection(s).execute(_WORK_ORDER_BY_NUMBER, {"number": wo.number}).one_or_none()
+        found = _WORK_ORDER_BY_NUMBER.first(_connection(s), {"number": wo.number})
         if found is None:
             return self._create_work_order(s, wo, operator)
         ref = _WorkOrderRef(id=found.id, number=found.number,
@@ -714,20 +770,18 @@ class SqlAuditStore:
         with self._write("start_unit", work_order=work_order.number, hardware_id=hardware_id) as s:
             wo = self._ensure_work_order(s, work_order, operator)
             conn = _connection(s)
-            active = conn.execute(_ACTIVE_UNIT, {"hardware_id": hardware_id}).scalar()
+            found_active = _ACTIVE_UNIT.first(conn, {"hardware_id": hardware_id})
+            active = None if found_active is None else found_active.id
             if active is not None:
                 raise IdentityConflict(
                     f"hardware id already belongs to active unit {active}", hardware_id=hardware_id
                 )
             if self._consumed_core(s, wo.id) >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
-            result = conn.execute(_INSERT_UNIT, {
+            unit_id = int(_INSERT_UNIT.one(conn, {
                 "work_order_id": wo.id, "station": station, "slot": slot, "operator": operator,
                 "hardware_id": hardware_id, "status": str(UnitStatus.IN_PROGRESS), "started_at": _now(),
-            })
-            key = result.inserted_primary_key
-            assert key is not None
-            unit_id = int(key[0])
+            }).id)
             self._append(
                 s, kind="unit_started", unit_id=unit_id, work_order=wo.number, operator=operator,
                 outcome="ok",
@@ -748,7 +802,7 @@ class SqlAuditStore:
         error_message: str | None = None,
     ) -> None:
         """Append one step event (secret-looking detail keys are redacted here as a second guard)."""
-        with self._append_only("record_step", unit_id=unit_id, step=str(step)) as s:
+        with self._unrefusable("record_step", unit_id=unit_id, step=str(step)) as s:
             work_order, operator, secret_keys = self._unit_event_fields(s, unit_id)
             self._append(
                 s, kind="step", unit_id=unit_id, work_order=work_order, operator=operator,
@@ -764,7 +818,7 @@ class SqlAuditStore:
             if unit.serial_number is not None:
                 return str(unit.serial_number)
             conn = _connection(s)
-            wo = conn.execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
+            wo = _LOCK_WORK_ORDER.one(conn, {"wo_id": unit.work_order_id})
             seq = int(wo.next_seq)
             try:
                 serial = str(wo.serial_format).format(
@@ -774,7 +828,7 @@ class SqlAuditStore:
                 raise ConfigError(
                     f"work order serial format {wo.serial_format!r} is invalid: {exc}", work_order=wo.number
                 ) from exc
-            conn.execute(_UPDATE_NEXT_SEQ, {"wo_id": wo.id, "next_seq": seq + 1})
+            _UPDATE_NEXT_SEQ.execute(conn, {"wo_id": wo.id, "next_seq": seq + 1})
             self._update_unit(s, unit_id, serial_number=serial)  # the unique index speaks here
             self._append(
                 s, kind="serial_reserved", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
@@ -791,7 +845,7 @@ class SqlAuditStore:
         with self._write("record_intent", unit_id=unit_id, cert_serial=cert_serial) as s:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.IN_PROGRESS)
-            wo = _connection(s).execute(_LOCK_WORK_ORDER, {"wo_id": unit.work_order_id}).one()
+            wo = _LOCK_WORK_ORDER.one(_connection(s), {"wo_id": unit.work_order_id})
             consumed = self._consumed_core(s, wo.id)
             if consumed >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
@@ -816,7 +870,7 @@ class SqlAuditStore:
 
     def record_issued(self, unit_id: int, cert_der: bytes) -> None:
         """Store the signed certificate against its intent; it must be the certificate of that intent."""
-        with self._write("record_issued", unit_id=unit_id) as s:
+        with self._unrefusable("record_issued", unit_id=unit_id) as s:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.INTENT)
             _check_matches_intent(unit_id, unit.cert_serial, unit.tbs_sha256, cert_der)
@@ -831,7 +885,7 @@ class SqlAuditStore:
             )
 
     def complete_unit(self, unit_id: int) -> None:
-        with self._write("complete_unit", unit_id=unit_id) as s:
+        with self._unrefusable("complete_unit", unit_id=unit_id) as s:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.ISSUED)
             self._update_unit(s, unit_id, status=str(UnitStatus.PROVISIONED), finished_at=_now())
@@ -842,7 +896,7 @@ class SqlAuditStore:
 
     def fail_unit(self, unit_id: int, step: Step, error_code: str, error_message: str) -> None:
         """Mark the unit failed at ``step``; its serial and (after intent) its quota stay consumed."""
-        with self._write("fail_unit", unit_id=unit_id) as s:
+        with self._unrefusable("fail_unit", unit_id=unit_id) as s:
             unit = self._unit_row(s, unit_id)
             if unit.status == UnitStatus.REVOKED:
                 raise ValueError(f"unit {unit_id} is revoked")
@@ -865,7 +919,7 @@ class SqlAuditStore:
 
     def is_key_known(self, public_key_sha256: str) -> bool:
         with self._read() as s:
-            found = _connection(s).execute(_KEY_KNOWN, {"fp": public_key_sha256.lower()}).scalar()
+            found = _KEY_KNOWN.first(_connection(s), {"fp": public_key_sha256.lower()})
             return found is not None
 
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
@@ -875,7 +929,7 @@ class SqlAuditStore:
         acknowledged). Re-send it with :meth:`resume_unit`; never sign a second time.
         """
         with self._read() as s:
-            row = _connection(s).execute(_ISSUED_FOR, {"hardware_id": hardware_id}).one_or_none()
+            row = _ISSUED_FOR.first(_connection(s), {"hardware_id": hardware_id})
         if row is None:
             return None
         resumable = row.status == UnitStatus.ISSUED or (
@@ -945,7 +999,7 @@ class SqlAuditStore:
         error_message: str | None = None,
     ) -> None:
         """Append an event that is not a unit step: a role refusal, a shift note, a config change."""
-        with self._append_only("record_event", kind=kind) as s:
+        with self._unrefusable("record_event", kind=kind) as s:
             self._append(
                 s, kind=kind, unit_id=unit_id, work_order=work_order, operator=operator,
                 outcome="ok" if ok else "failed", detail=redact_detail(detail),

@@ -93,9 +93,9 @@ def test_operator_change_is_seen_by_later_steps_of_the_same_batch(store: SqlAudi
 
 
 def test_a_failed_step_write_fails_the_whole_batch(tmp_path: Path, issuer: Issuer) -> None:
-    """Disk full on a plain append (no savepoint): every write of the batch is lost, the batch says
-    so, later writes in it are refused, issuing stops, and the chain on disk is whole. The writer
-    catches each call's error and carries on, as AuditWriter does."""
+    """Disk full while a batch's events are written (they are written together, just before COMMIT):
+    every write of the batch is lost, every caller of the batch is told so, issuing stops, and the
+    chain on disk is whole."""
     path = tmp_path / "a.db"
     open_audit_store(path, station_id=STATION).close()
     store = open_audit_store(path, station_id=STATION,
@@ -103,25 +103,41 @@ def test_a_failed_step_write_fails_the_whole_batch(tmp_path: Path, issuer: Issue
     try:
         unit = _start(store, "hw-1")
         before = _kinds(store)
-        failed: AuditWriteFailed | None = None
         with pytest.raises(AuditWriteFailed, match="disk full"), store.batch():
             store.record_step(unit, Step.CONNECT, ok=True, duration_ms=1.0)
-            for _ in range(5000):
-                try:
-                    store.record_step(unit, Step.CONNECT, ok=True, duration_ms=1.0,
-                                      detail={"pad": "x" * 8000})
-                except AuditWriteFailed as exc:
-                    failed = exc
-                    break
-            assert failed is not None and "disk full" in failed.message
-            with pytest.raises(AuditWriteFailed):
-                store.record_step(unit, Step.IDENTIFY, ok=True, duration_ms=1.0)
-            with pytest.raises(AuditWriteFailed):
-                store.record_event("shift_note")
+            for _ in range(100):  # 800 kB of events against a 240 kB file limit
+                store.record_step(unit, Step.CONNECT, ok=True, duration_ms=1.0,
+                                  detail={"pad": "x" * 8000})
         assert _kinds(store) == before, "nothing of the failed batch may be durable"
         assert not store.healthy and "disk full" in (store.issuing_stopped or "")
         with pytest.raises(AuditWriteFailed, match="issuing stopped"):
             store.record_intent(unit, issuer.prepare()[0])
+        assert verify_chain(store).ok
+    finally:
+        store.close()
+
+
+def test_a_read_inside_a_failing_batch_fails_the_batch(tmp_path: Path) -> None:
+    """A read inside a batch first writes the batch's pending events (so it sees them); if that
+    write fails, the read raises AuditWriteFailed, later writes of the batch are refused, and
+    nothing of the batch is durable."""
+    path = tmp_path / "a.db"
+    open_audit_store(path, station_id=STATION).close()
+    store = open_audit_store(path, station_id=STATION,
+                             pragmas=dict(DURABLE_PRAGMAS) | {"max_page_count": "60"})
+    try:
+        unit = _start(store, "hw-1")
+        before = _kinds(store)
+        with pytest.raises(AuditWriteFailed, match="disk full"), store.batch():
+            for _ in range(100):
+                store.record_step(unit, Step.CONNECT, ok=True, duration_ms=1.0,
+                                  detail={"pad": "x" * 8000})
+            with pytest.raises(AuditWriteFailed, match="disk full"):
+                store.is_key_known("00" * 32)
+            with pytest.raises(AuditWriteFailed):
+                store.record_event("shift_note")
+        assert _kinds(store) == before
+        assert not store.healthy
         assert verify_chain(store).ok
     finally:
         store.close()
