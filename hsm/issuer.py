@@ -4,16 +4,21 @@ Theory of operation, after Boulder's signing path (RELIABILITY.md):
 
 1. :meth:`Issuer.prepare` runs every pre-issuance check on the CSR, in a fixed order, and refuses with
    :class:`~hsm.errors.IssuanceRefused` and one of the :data:`REASONS` codes before the HSM is asked
-   anything. It then builds the certificate with cryptography's ``CertificateBuilder`` and a *capture*
-   key that signs nothing, and keeps ``tbs_certificate_bytes``: the exact bytes the HSM will sign,
-   whose SHA-256 the station records in its intent row. The capture signature has the longest DER
-   length, so the size limit (Matter: 600 bytes) is checked on an upper bound.
+   anything. It then writes the TBS certificate: the exact bytes the HSM will sign, whose SHA-256 the
+   station records in its intent row. Per profile, cryptography's ``CertificateBuilder`` (with a
+   *capture* key that signs nothing) builds one template certificate, which is linted as a whole and
+   cut into fixed parts (:mod:`hsm.tbs`); per unit only serial, validity, subject values, public key,
+   SKI and SANs are written into it, and the lint checks those fields. The builder stays the
+   specification: :meth:`Issuer.reference_tbs` builds any unit's TBS with it, and the tests check
+   the two agree byte for byte. The size limit (Matter: 600 bytes) is checked on an upper bound
+   (the longest DER signature).
 2. :meth:`Issuer.sign` signs exactly those bytes in the token (host-side hash, ``CKM_ECDSA``),
    assembles the certificate directly in DER (``SEQUENCE { tbs, the TBS's own signature
    AlgorithmIdentifier, BIT STRING signature }``: three byte strings and two headers, no re-parse or
-   re-encode of the TBS) and verifies it against the CA certificate in software with cryptography,
-   which also checks the TBS inside is byte-identical to the one prepared. A faulty HSM, a swapped
-   key or a CA certificate that does not match the key gives
+   re-encode of the TBS) and verifies it in software with cryptography: the certificate parses, the
+   TBS inside is byte-identical to the one prepared (so its issuer is the CA certificate's subject,
+   checked once per template), and its signature verifies with the CA certificate's public key
+   (loaded once). A faulty HSM, a swapped key or a CA certificate that does not match the key gives
    :class:`~hsm.errors.CertificateCheckFailed`; nothing unverified leaves this module. Each prepared
    TBS is signed at most once and only if this issuer prepared it.
 
@@ -29,23 +34,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from hsm.errors import CertificateCheckFailed, HsmError, IssuanceRefused, ProfileError
 from hsm.keys import CaKey, SignHash, capture_key, default_hash
 from hsm.profile import Profile
+from hsm.tbs import SAN_DNS, SAN_EMAIL, SAN_URI, NameSlot, NotEncodable, TbsTemplate, encoded_size, read, tlv
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,25 @@ _HASHES: Final[dict[str, SignHash]] = {
 }
 _MAX_PENDING: Final = 4096
 """Prepared-but-unsigned TBS kept per issuer; the oldest are forgotten (and can no longer be signed)."""
+_SPKI: Final = serialization.PublicFormat.SubjectPublicKeyInfo
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+"""Characters a subject value may not carry."""
+_CN_MAX_UTF8: Final = 64
+"""ub-common-name; cryptography's NameAttribute counts it in UTF-8 bytes and refuses more."""
+_MAX_PLANS: Final = 64
+"""Profile templates kept per issuer (a station uses a handful of profiles)."""
+_SAN_TAGS: Final[dict[str, int]] = {"uri": SAN_URI, "dns": SAN_DNS, "email": SAN_EMAIL}
+_GENERAL_NAMES: Final[dict[str, Callable[[str], x509.GeneralName]]] = {
+    "uri": x509.UniformResourceIdentifier, "dns": x509.DNSName, "email": x509.RFC822Name,
+}
+_ECDSA_CSR_HASHES: Final[dict[x509.ObjectIdentifier, hashes.HashAlgorithm]] = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: hashes.SHA256(),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: hashes.SHA384(),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: hashes.SHA512(),
+}
+"""CSR signature algorithms verified directly with the already-loaded key (others: cryptography's
+``is_signature_valid``, which loads the key a second time)."""
+_RFC4514_SPECIALS: Final = {ord(c): "\\" + c for c in '\\",+;<>'} | {0: "\\00"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,12 +150,90 @@ class SubjectFields:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Pending:
-    """What :meth:`Issuer.prepare` recorded for a TBS it built: how that TBS is to be signed."""
+class _Plan:
+    """What is fixed per profile for one issuer: the linted template and how its TBS is signed/checked."""
 
-    profile: str
+    profile: Profile
+    template: TbsTemplate
+    oids: tuple[x509.ObjectIdentifier, ...]
+    """The subject attribute OIDs in certificate order (one per template slot)."""
+    labels: tuple[str, ...]
+    """The RFC 4514 attribute type for each, as cryptography's ``rfc4514_string`` names it."""
     hash_name: str
     pss: bool
+    trailer: int
+    """Bytes after the TBS inside the certificate at most: algorithm and the longest signature."""
+    verify: Callable[[bytes, bytes], None]
+    """verify(signature, tbs) with the CA certificate's key; raises InvalidSignature."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Pending:
+    """What :meth:`Issuer.prepare` recorded for a TBS it built: the plan that says how to sign it."""
+
+    plan: _Plan
+
+
+def _san_der(entries: Sequence[tuple[str, str]]) -> list[tuple[int, bytes]]:
+    """(GeneralName tag, IA5String bytes) per SAN entry; UnicodeEncodeError when a value is not ASCII
+    (cryptography's GeneralName types refuse those too)."""
+    return [(_SAN_TAGS[kind], value.encode("ascii")) for kind, value in entries]
+
+
+def rfc4514_escape(value: str) -> str:
+    """An attribute value escaped as RFC 4514 section 2.4 says (and cryptography's ``rfc4514_string``
+    does): the specials anywhere, NUL as ``\\00``, a leading ``#``, a leading space unless it is also
+    the last character, and a trailing space."""
+    if not value:
+        return ""
+    out = value.translate(_RFC4514_SPECIALS)
+    if out[0] == "#" or (out[0] == " " and len(out) > 1):
+        out = "\\" + out
+    if out[-1] == " ":
+        out = out[:-1] + "\\ "
+    return out
+
+
+def _rfc4514_label(oid: x509.ObjectIdentifier) -> str:
+    """The attribute type cryptography writes for ``oid`` in an RFC 4514 string (CN, O, or dotted)."""
+    return x509.NameAttribute(oid, "x").rfc4514_string().rpartition("=")[0]
+
+
+def _spki(public: Any) -> bytes:
+    """SubjectPublicKeyInfo DER, as cryptography encodes it (and as the builder puts it in a TBS)."""
+    out: bytes = public.public_bytes(serialization.Encoding.DER, _SPKI)
+    return out
+
+
+def _iso(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (what the intent row records as notAfter)."""
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
+
+
+_CSR_NAME_SLOTS: dict[str, NameSlot] = {}
+"""Per subject OID (dotted): how cryptography encodes it in a Name, learned from cryptography itself."""
+
+
+def _csr_name_slot(dotted: str) -> NameSlot:
+    slot = _CSR_NAME_SLOTS.get(dotted)
+    if slot is None:
+        name = x509.Name([x509.NameAttribute(x509.ObjectIdentifier(dotted), "x")]).public_bytes()
+        slot = TbsTemplate._split_name(name, 2, len(name))[0]
+        _CSR_NAME_SLOTS[dotted] = slot
+    return slot
+
+
+def _csr_subject(csr_der: bytes) -> bytes | None:
+    """The subject Name DER of a CSR that cryptography has already parsed; None if it cannot be cut."""
+    try:
+        _, start, end = read(csr_der, 0)
+        _, info, info_end = read(csr_der, start, end)
+        _, _, version_end = read(csr_der, info, info_end)
+        _, _, subject_end = read(csr_der, version_end, info_end)
+    except ValueError:
+        return None
+    return csr_der[version_end:subject_end]
 
 
 def _der(tag: int, content: bytes) -> bytes:
@@ -231,9 +336,29 @@ def _check_der_frame(data: bytes) -> None:
         raise _refuse("csr_trailing_bytes", f"{len(data) - total} extra bytes")
 
 
-def _clean(value: str, what: str) -> str:
-    if not value or len(value) > 64 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+def _csr_signature_valid(csr: x509.CertificateSigningRequest, public: Any) -> bool:
+    """The CSR's signature verifies with its own key: ECDSA and Ed25519 directly with the key already
+    loaded, anything else through cryptography's ``is_signature_valid``."""
+    try:
+        oid = csr.signature_algorithm_oid
+        if isinstance(public, ec.EllipticCurvePublicKey) and oid in _ECDSA_CSR_HASHES:
+            public.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(_ECDSA_CSR_HASHES[oid]))
+            return True
+        if isinstance(public, ed25519.Ed25519PublicKey) and oid == SignatureAlgorithmOID.ED25519:
+            public.verify(csr.signature, csr.tbs_certrequest_bytes)
+            return True
+        return csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm, InvalidSignature):
+        return False
+
+
+def _clean(value: str, what: str, *, max_utf8: int | None = None) -> str:
+    """A subject value: 1..64 characters, no control characters, and at most ``max_utf8`` bytes in
+    UTF-8 where the certificate's writer counts bytes (cryptography does for commonName)."""
+    if not value or len(value) > 64 or _CONTROL.search(value):
         raise _refuse("subject_invalid", what)
+    if max_utf8 is not None and len(value.encode("utf-8", "surrogatepass")) > max_utf8:
+        raise _refuse("subject_invalid", f"{what} is longer than {max_utf8} bytes in UTF-8")
     return value
 
 
@@ -261,6 +386,9 @@ class Issuer:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._pending_lock = threading.Lock()
+        self._plans: OrderedDict[int, _Plan] = OrderedDict()
+        self._plans_lock = threading.Lock()
+        self._ca_public = self.ca_cert.public_key()
         self._ca_key_hashes = {
             public_key_sha256(c.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
@@ -277,15 +405,16 @@ class Issuer:
             "vendor": identity.vendor, "model": identity.model,
         }
 
-        def fill(template: str, what: str) -> str | None:
+        def fill(template: str, what: str, max_utf8: int | None = None) -> str | None:
             if not template:
                 return None
             try:
-                return _clean(template.format_map(values), what)
+                value = template.format_map(values)
             except (KeyError, ValueError, IndexError):
                 raise ProfileError("bad subject template", profile=profile.name, field=what) from None
+            return _clean(value, what, max_utf8=max_utf8)
 
-        cn = fill(profile.common_name, "common_name")
+        cn = fill(profile.common_name, "common_name", _CN_MAX_UTF8)
         if cn is None:
             raise ProfileError("subject.common_name is required", profile=profile.name)
         return SubjectFields(
@@ -306,6 +435,21 @@ class Issuer:
         is_key_known: Callable[[str], bool] | None = None,
     ) -> tuple[x509.CertificateSigningRequest, Any, str]:
         """Every pre-issuance check on the CSR. Returns (csr, public key, key fingerprint)."""
+        csr, public, fingerprint, _ = self._check_csr(
+            csr_der, profile=profile, expected=expected, nonce=nonce, is_key_known=is_key_known
+        )
+        return csr, public, fingerprint
+
+    def _check_csr(
+        self,
+        csr_der: bytes,
+        *,
+        profile: Profile,
+        expected: SubjectFields,
+        nonce: bytes,
+        is_key_known: Callable[[str], bool] | None,
+    ) -> tuple[x509.CertificateSigningRequest, Any, str, bytes]:
+        """:meth:`check_csr`, also returning the SubjectPublicKeyInfo DER it fingerprinted."""
         if len(csr_der) > profile.max_csr_der:
             raise _refuse("csr_too_large", f"{len(csr_der)} > {profile.max_csr_der} bytes")
         _check_der_frame(csr_der)
@@ -318,11 +462,7 @@ class Issuer:
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise _refuse("key_invalid", str(exc)[:120]) from None
         self._check_key(public, profile)
-        try:
-            valid = csr.is_signature_valid
-        except (ValueError, UnsupportedAlgorithm, InvalidSignature):
-            valid = False
-        if not valid:
+        if not _csr_signature_valid(csr, public):
             raise _refuse("csr_signature_invalid")
         try:
             extensions = list(csr.extensions)
@@ -334,21 +474,40 @@ class Issuer:
             if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
                 raise _refuse("extension_unknown_critical", ext.oid.dotted_string)
         self._check_nonce(csr, nonce)
-        try:
-            got = sorted((a.oid.dotted_string, str(a.value)) for a in csr.subject)
-        except ValueError as exc:
-            raise _refuse("csr_malformed", f"subject: {str(exc)[:100]}") from None
-        if got != sorted(expected.attributes()):
+        if not self._subject_matches(csr, csr_der, expected):
             raise _refuse("subject_mismatch", f"CSR has {csr.subject.rfc4514_string()[:200]!r}")
-        spki = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        spki = _spki(public)
         fingerprint = public_key_sha256(spki)
         if fingerprint in self._ca_key_hashes:
             raise _refuse("key_is_ca_key")
         if is_key_known is not None and is_key_known(fingerprint):
             raise _refuse("key_already_issued", public_key_sha256=fingerprint)
-        return csr, public, fingerprint
+        return csr, public, fingerprint, spki
+
+    @staticmethod
+    def _subject_matches(
+        csr: x509.CertificateSigningRequest, csr_der: bytes, expected: SubjectFields
+    ) -> bool:
+        """The CSR's subject has exactly the expected attributes, in any order and string type.
+
+        First a byte comparison with the subject as cryptography would encode the expected attributes
+        in the order the station asked for them (equal bytes mean equal attributes); when that differs,
+        the attribute-by-attribute comparison decides.
+        """
+        pairs = expected.attributes()
+        subject = _csr_subject(csr_der)
+        if subject is not None:
+            try:
+                wanted = tlv(0x30, b"".join([_csr_name_slot(oid).encode(value) for oid, value in pairs]))
+            except NotEncodable:
+                wanted = b""
+            if subject == wanted:
+                return True
+        try:
+            got = sorted((a.oid.dotted_string, str(a.value)) for a in csr.subject)
+        except ValueError as exc:
+            raise _refuse("csr_malformed", f"subject: {str(exc)[:100]}") from None
+        return got == sorted(pairs)
 
     @staticmethod
     def _check_key(public: Any, profile: Profile) -> None:
@@ -406,42 +565,130 @@ class Issuer:
             return default_hash(self.ca_key.public_key)
         return _HASHES[profile.hash]
 
-    def _name(self, profile: Profile, fields: SubjectFields, identity: Identity,
-              matter_params: dict[str, str] | None) -> x509.Name:
-        attrs: list[x509.NameAttribute[str]] = []
+    @staticmethod
+    def _subject_attributes(profile: Profile, fields: SubjectFields, identity: Identity,
+                            matter_params: dict[str, str] | None) -> list[tuple[x509.ObjectIdentifier, str]]:
+        """The certificate's subject, in order: the one place that order is decided (both paths)."""
+        attrs: list[tuple[x509.ObjectIdentifier, str]] = []
         if fields.organization:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, fields.organization))
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, fields.common_name))
+            attrs.append((NameOID.ORGANIZATION_NAME, fields.organization))
+        attrs.append((NameOID.COMMON_NAME, fields.common_name))
         if fields.serial_number:
-            attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, fields.serial_number))
+            attrs.append((NameOID.SERIAL_NUMBER, fields.serial_number))
         if profile.matter:
             vid, pid = profile.matter_ids(identity.product, matter_params)
-            attrs.append(x509.NameAttribute(MATTER_VID_OID, vid))
-            attrs.append(x509.NameAttribute(MATTER_PID_OID, pid))
-        return x509.Name(attrs)
+            attrs.append((MATTER_VID_OID, vid))
+            attrs.append((MATTER_PID_OID, pid))
+        return attrs
 
-    def prepare(
-        self,
-        csr_der: bytes,
-        *,
-        profile: Profile,
-        identity: Identity,
-        nonce: bytes,
-        is_key_known: Callable[[str], bool] | None = None,
-        matter_params: dict[str, str] | None = None,
-    ) -> Prepared:
-        """Check the CSR and build the TBS certificate. Nothing is signed; raises IssuanceRefused."""
+    @staticmethod
+    def _san_entries(profile: Profile, identity: Identity) -> list[tuple[str, str]]:
+        """(kind, value) for each of the profile's SAN templates, filled from the identity."""
+        values = {"unit_serial": identity.unit_serial, "hardware_id": identity.hardware_id,
+                  "product": identity.product, "work_order": identity.work_order}
+        out = []
+        for entry in profile.subject_alt_names:
+            kind, _, template = entry.partition(":")
+            try:
+                out.append((kind, template.format_map(values)))
+            except (KeyError, ValueError, IndexError):
+                raise ProfileError("bad SAN template", profile=profile.name) from None
+        return out
+
+    # -- the per-profile plan --------------------------------------------------------------------
+
+    def _plan(self, profile: Profile) -> _Plan:
+        """The plan for ``profile`` (built on first use, then cached; keyed by the profile object)."""
+        with self._plans_lock:
+            plan = self._plans.get(id(profile))
+        if plan is not None and plan.profile is profile:
+            return plan
+        plan = self._build_plan(profile)
+        with self._plans_lock:
+            self._plans[id(profile)] = plan  # the plan holds the profile, so the id is not reused
+            while len(self._plans) > _MAX_PLANS:
+                self._plans.popitem(last=False)
+        return plan
+
+    def _build_plan(self, profile: Profile) -> _Plan:
+        """Build the template with cryptography, lint it whole, split it, and prove the split.
+
+        The proof: the template is filled again with its own serial, validity, subject values, key
+        and SANs, and must come out byte-identical, before any unit uses it.
+        """
         hash_alg = self._signature_hash(profile)
-        fields = self.subject_fields(profile, identity)
-        _, public, fingerprint = self.check_csr(
-            csr_der, profile=profile, expected=fields, nonce=nonce, is_key_known=is_key_known
+        pss = self._padding(hash_alg) is not None
+        placeholder = SubjectFields(
+            common_name="x", serial_number="x" if profile.serial_number else None,
+            organization="x" if profile.organization else None,
         )
-        not_before, not_after = self._validity(profile)
-        serial = random_serial()
+        filler = Identity(unit_serial="x", hardware_id="x", product="", work_order="x")
+        attrs = self._subject_attributes(profile, placeholder, filler, None)
+        sans = self._san_entries(profile, filler)
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        not_before, not_after = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59,
+                                                                                     tzinfo=UTC)
+        template_cert = self._reference_certificate(
+            profile, attrs, key, random_serial(), not_before, not_after, sans, hash_alg
+        )
+        self._lint(template_cert, profile)
+        try:
+            template = TbsTemplate.split(template_cert.tbs_certificate_bytes)
+            if template.issuer != self.ca_cert.subject.public_bytes():
+                raise ValueError("issuer name differs from the CA certificate's subject")
+            spki = _spki(key)
+            again = template.build(
+                serial=template_cert.serial_number, not_before=not_before, not_after=not_after,
+                subject=[v for _, v in attrs], spki_der=spki, sans=_san_der(sans),
+            )
+            if again != template_cert.tbs_certificate_bytes:
+                raise ValueError("the filled template differs from what the builder produced")
+        except ValueError as exc:
+            raise ProfileError(f"cannot use this profile's certificate as a template: {exc}",
+                               profile=profile.name) from None
+        capture = capture_key(self.ca_key.public_key)
+        dummy = capture.sign(b"", ec.ECDSA(hash_alg)) if isinstance(capture, ec.EllipticCurvePrivateKey) \
+            else capture.sign(b"", padding.PKCS1v15(), hash_alg)
+        return _Plan(
+            profile=profile, template=template, oids=tuple(o for o, _ in attrs),
+            labels=tuple(_rfc4514_label(o) for o, _ in attrs), hash_name=hash_alg.name, pss=pss,
+            trailer=len(template.signature_algorithm) + len(tlv(0x03, b"\x00" + dummy)),
+            verify=self._verifier(hash_alg, pss),
+        )
+
+    def _verifier(self, hash_alg: SignHash, pss: bool) -> Callable[[bytes, bytes], None]:
+        """verify(signature, tbs) with the CA certificate's key, loaded once; raises InvalidSignature."""
+        public = self._ca_public
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            algorithm = ec.ECDSA(hash_alg)
+            return lambda signature, data: public.verify(signature, data, algorithm)
+        if isinstance(public, rsa.RSAPublicKey):
+            pad: padding.AsymmetricPadding = (
+                padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size) if pss
+                else padding.PKCS1v15()
+            )
+            return lambda signature, data: public.verify(signature, data, pad, hash_alg)
+
+        def mismatch(signature: bytes, data: bytes) -> None:
+            raise InvalidSignature("the CA certificate's key is neither EC nor RSA")
+        return mismatch
+
+    def _reference_certificate(
+        self,
+        profile: Profile,
+        subject: Sequence[tuple[x509.ObjectIdentifier, str]],
+        public: Any,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+        sans: Sequence[tuple[str, str]],
+        hash_alg: SignHash,
+    ) -> x509.Certificate:
+        """The certificate as cryptography's ``CertificateBuilder`` makes it (capture-signed)."""
         builder = (
             x509.CertificateBuilder()
             .issuer_name(self.ca_cert.subject)
-            .subject_name(self._name(profile, fields, identity, matter_params))
+            .subject_name(x509.Name([x509.NameAttribute(o, v) for o, v in subject]))
             .public_key(public)
             .serial_number(serial)
             .not_valid_before(not_before)
@@ -460,29 +707,115 @@ class Issuer:
         if profile.subject_key_identifier:
             builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         if profile.authority_key_identifier:
-            builder = builder.add_extension(self._aki(), critical=False)
-        sans = self._sans(profile, identity)
+            builder = builder.add_extension(self._aki, critical=False)
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        captured = builder.sign(
-            capture_key(self.ca_key.public_key), hash_alg, rsa_padding=self._padding(hash_alg)
+            names = [_GENERAL_NAMES[kind](value) for kind, value in sans]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        capture = capture_key(self.ca_key.public_key)
+        return builder.sign(capture, hash_alg, rsa_padding=self._padding(hash_alg))
+
+    def reference_tbs(
+        self,
+        profile: Profile,
+        identity: Identity,
+        public: Any,
+        *,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+        matter_params: dict[str, str] | None = None,
+    ) -> bytes:
+        """A unit's TBS as cryptography's ``CertificateBuilder`` builds it: the specification of
+        :meth:`build_tbs`, kept for the equivalence tests (no checks, nothing recorded)."""
+        fields = self.subject_fields(profile, identity)
+        attrs = self._subject_attributes(profile, fields, identity, matter_params)
+        sans = self._san_entries(profile, identity)
+        cert = self._reference_certificate(profile, attrs, public, serial, not_before, not_after, sans,
+                                           self._signature_hash(profile))
+        return cert.tbs_certificate_bytes
+
+    def build_tbs(
+        self,
+        profile: Profile,
+        identity: Identity,
+        public: Any,
+        *,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+        matter_params: dict[str, str] | None = None,
+    ) -> bytes:
+        """A unit's TBS from the profile's template (what :meth:`prepare` signs; no CSR checks)."""
+        plan = self._plan(profile)
+        fields = self.subject_fields(profile, identity)
+        spki = _spki(public)
+        tbs, _ = self._fill(plan, fields, identity, matter_params, spki, serial, not_before, not_after)
+        return tbs
+
+    def _fill(
+        self,
+        plan: _Plan,
+        fields: SubjectFields,
+        identity: Identity,
+        matter_params: dict[str, str] | None,
+        spki: bytes,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+    ) -> tuple[bytes, list[tuple[x509.ObjectIdentifier, str]]]:
+        """Write one unit's fields into the template; refuses what cannot be encoded."""
+        attrs = self._subject_attributes(plan.profile, fields, identity, matter_params)
+        if tuple(o for o, _ in attrs) != plan.oids:
+            raise _refuse("lint_failed", "subject attributes differ from the profile's template")
+        sans = self._san_entries(plan.profile, identity)
+        try:
+            san_der = _san_der(sans)
+        except UnicodeEncodeError:
+            raise _refuse("subject_invalid", "a subjectAltName value is not ASCII") from None
+        try:
+            tbs = plan.template.build(serial=serial, not_before=not_before, not_after=not_after,
+                                      subject=[v for _, v in attrs], spki_der=spki, sans=san_der)
+        except NotEncodable as exc:
+            raise _refuse("subject_invalid", str(exc)) from None
+        except ValueError as exc:
+            raise _refuse("lint_failed", str(exc)) from None
+        return tbs, attrs
+
+    def prepare(
+        self,
+        csr_der: bytes,
+        *,
+        profile: Profile,
+        identity: Identity,
+        nonce: bytes,
+        is_key_known: Callable[[str], bool] | None = None,
+        matter_params: dict[str, str] | None = None,
+    ) -> Prepared:
+        """Check the CSR and build the TBS certificate. Nothing is signed; raises IssuanceRefused."""
+        plan = self._plan(profile)
+        fields = self.subject_fields(profile, identity)
+        _, public, fingerprint, spki = self._check_csr(
+            csr_der, profile=profile, expected=fields, nonce=nonce, is_key_known=is_key_known
         )
-        size = len(captured.public_bytes(serialization.Encoding.DER))
+        not_before, not_after = self._validity(profile)
+        serial = random_serial()
+        tbs, attrs = self._fill(plan, fields, identity, matter_params, spki, serial, not_before, not_after)
+        size = encoded_size(len(tbs) + plan.trailer)
         if size > profile.max_certificate_der:
             raise _refuse("certificate_too_large", f"up to {size} > {profile.max_certificate_der} bytes")
-        self._lint(captured, profile)
-        tbs = captured.tbs_certificate_bytes
+        self._lint_unit(plan, serial, public)
         tbs_hash = hashlib.sha256(tbs).hexdigest()
         with self._pending_lock:
-            self._pending[tbs_hash] = _Pending(profile=profile.name, hash_name=hash_alg.name,
-                                               pss=self._padding(hash_alg) is not None)
+            self._pending[tbs_hash] = _Pending(plan=plan)
             while len(self._pending) > _MAX_PENDING:
                 self._pending.popitem(last=False)
         log.debug("prepared certificate serial=%x profile=%s tbs_sha256=%s", serial, profile.name, tbs_hash)
         return Prepared(
             serial=serial, tbs_der=tbs, tbs_sha256=tbs_hash, public_key_sha256=fingerprint,
-            profile=profile.name, subject=captured.subject.rfc4514_string(),
-            not_after=not_after.strftime("%Y-%m-%dT%H:%M:%SZ"), max_der_size=size,
+            profile=profile.name,
+            subject=",".join([f"{label}={rfc4514_escape(value)}" for label, (_, value)
+                              in zip(reversed(plan.labels), reversed(attrs), strict=True)]),
+            not_after=_iso(not_after), max_der_size=size,
         )
 
     def _padding(self, hash_alg: hashes.HashAlgorithm) -> padding.PSS | None:
@@ -490,34 +823,21 @@ class Issuer:
             return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=padding.PSS.DIGEST_LENGTH)
         return None
 
+    @cached_property
     def _aki(self) -> x509.AuthorityKeyIdentifier:
+        """From the CA certificate's SKI, else from the CA key (per CA, so computed once)."""
         try:
             ski = self.ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
             return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
         except x509.ExtensionNotFound:
             return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key)
 
-    @staticmethod
-    def _sans(profile: Profile, identity: Identity) -> list[x509.GeneralName]:
-        values = {"unit_serial": identity.unit_serial, "hardware_id": identity.hardware_id,
-                  "product": identity.product, "work_order": identity.work_order}
-        out: list[x509.GeneralName] = []
-        for entry in profile.subject_alt_names:
-            kind, _, template = entry.partition(":")
-            try:
-                value = template.format_map(values)
-            except (KeyError, ValueError):
-                raise ProfileError("bad SAN template", profile=profile.name) from None
-            if kind == "uri":
-                out.append(x509.UniformResourceIdentifier(value))
-            elif kind == "dns":
-                out.append(x509.DNSName(value))
-            else:
-                out.append(x509.RFC822Name(value))
-        return out
-
     def _lint(self, cert: x509.Certificate, profile: Profile) -> None:
-        """Profile rules checked on what is about to be signed (a second pair of eyes on the builder)."""
+        """Profile rules on a whole certificate: run once per profile on its template.
+
+        Of these, only the serial, the public key and the subject values vary per unit; the rest is
+        the template's, byte for byte. :meth:`_lint_unit` checks those per unit.
+        """
         if cert.version is not x509.Version.v3:
             raise _refuse("lint_failed", "not X.509 v3")
         if not 0 < cert.serial_number < (1 << 159):
@@ -539,6 +859,15 @@ class Issuer:
             if not ku.critical or not ku.value.digital_signature or ku.value.key_cert_sign:
                 raise _refuse("lint_failed", "Matter DAC key usage must be digitalSignature, critical")
 
+    @staticmethod
+    def _lint_unit(plan: _Plan, serial: int, public: Any) -> None:
+        """The per-unit part of :meth:`_lint` (the subject OIDs were matched in :meth:`_fill`)."""
+        if not 0 < serial < (1 << 159):
+            raise _refuse("lint_failed", "serial out of range")
+        if plan.profile.matter and not (isinstance(public, ec.EllipticCurvePublicKey)
+                                        and public.curve.name == "secp256r1"):
+            raise _refuse("lint_failed", "Matter DAC key must be P-256")
+
     # -- phase 2 -------------------------------------------------------------------------------
 
     def sign(self, tbs_der: bytes) -> bytes:
@@ -551,18 +880,39 @@ class Issuer:
                 "refusing to sign bytes this signer did not prepare (or already signed)",
                 code="not_prepared", tbs_sha256=tbs_hash,
             )
-        # The TBS names its own signature algorithm; the certificate repeats it verbatim outside.
-        algorithm = _tbs_signature_algorithm(tbs_der)
-        digest = hashlib.new(pending.hash_name, tbs_der).digest()
-        signature = self.ca_key.sign_digest(digest, pending.hash_name, pss=pending.pss)
-        cert_der = _der(0x30, tbs_der + algorithm + _der(0x03, b"\x00" + signature))
-        self.verify_issued(cert_der, tbs_der)
+        plan = pending.plan
+        # The TBS names its own signature algorithm (the template's); the certificate repeats it outside.
+        digest = hashlib.new(plan.hash_name, tbs_der).digest()
+        signature = self.ca_key.sign_digest(digest, plan.hash_name, pss=plan.pss)
+        cert_der = _der(0x30, tbs_der + plan.template.signature_algorithm + _der(0x03, b"\x00" + signature))
+        self._check_issued(cert_der, tbs_der, plan.verify)
         with self._pending_lock:
             self._pending.pop(tbs_hash, None)
         return cert_der
 
+    def _check_issued(self, cert_der: bytes, tbs_der: bytes, verify: Callable[[bytes, bytes], None]) -> None:
+        """The software check of :meth:`sign`, with the CA key and hash the template fixed."""
+        try:
+            cert = x509.load_der_x509_certificate(cert_der)
+            if cert.tbs_certificate_bytes != tbs_der:
+                raise CertificateCheckFailed("assembled certificate does not carry the prepared TBS bytes")
+            verify(cert.signature, tbs_der)
+        except HsmError:
+            raise
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
+            raise self._verify_failed(exc) from exc
+
+    @staticmethod
+    def _verify_failed(exc: Exception) -> CertificateCheckFailed:
+        log.error("HSM output failed verification against the CA certificate: %s", type(exc).__name__)
+        return CertificateCheckFailed(
+            "the HSM's signature does not verify with the CA certificate "
+            "(faulty HSM, wrong key, or CA certificate does not match the key)",
+            error=type(exc).__name__,
+        )
+
     def verify_issued(self, cert_der: bytes, tbs_der: bytes) -> x509.Certificate:
-        """Software check (cryptography, not the HSM) that the certificate is what we meant to issue."""
+        """Software check (cryptography, not the HSM) of any certificate against the CA certificate."""
         try:
             cert = x509.load_der_x509_certificate(cert_der)
             if cert.tbs_certificate_bytes != tbs_der:
@@ -571,10 +921,5 @@ class Issuer:
         except HsmError:
             raise
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
-            log.error("HSM output failed verification against the CA certificate: %s", type(exc).__name__)
-            raise CertificateCheckFailed(
-                "the HSM's signature does not verify with the CA certificate "
-                "(faulty HSM, wrong key, or CA certificate does not match the key)",
-                error=type(exc).__name__,
-            ) from exc
+            raise self._verify_failed(exc) from exc
         return cert
