@@ -29,8 +29,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_Item = tuple[Callable[[], Any], "Future[Any]", bool]
-"""A queued call, its future, and whether a caller waits for it."""
+@dataclass(slots=True)
+class _Item:
+    """A queued call."""
+
+    call: Callable[[], Any]
+    done: Future[Any]
+    """Resolved when the transaction holding the call has committed (or has failed)."""
+    awaited: bool
+    """A caller waits for ``done``: the batch commits as soon as the queue is empty."""
+    early: Future[Any] | None = None
+    """Resolved with the call's result as soon as it ran, before the commit (early reply)."""
+
+_STOP: float = -1.0
+"""What :meth:`AuditWriter._next` returns as the deadline when it took the stop marker."""
 
 
 class AuditWriter:
@@ -42,12 +54,17 @@ class AuditWriter:
     return holds; every write reaches the store from this one thread, and the queue order is the log
     order. The two reads (``is_key_known``, ``issued_certificate_for``) run on the caller's thread.
 
-    Plain step events (``record_step`` of a step that went well) are not waited for: they are queued
-    and committed with the next call of the batch that someone waits for (or after ``linger_s``), so
-    they never cost their slot a commit. The safety records (start, serial, intent, issued, complete,
-    failures) are always waited for, and FIFO order puts every earlier step event of the same slot in
-    the same or an earlier commit. If a step event cannot be written, the next call of the same thread
-    raises that error instead of returning (fail closed); :meth:`flush` waits for this thread's events.
+    Three kinds of call, as the :class:`AuditStore` contract allows:
+
+    * plain step events (``record_step`` of a step that went well) are not waited for at all;
+    * ``start_unit`` and ``next_unit_serial`` reply early: their caller gets the unit id or serial
+      (or the refusal) as soon as the call ran in the open transaction, and talks to its device while
+      the transaction commits;
+    * the safety records (intent, issued, complete, failures, resumption) are durable on return.
+
+    FIFO order puts every earlier call of the same slot in the same or an earlier commit than its
+    next durable call. If an earlier call's commit failed, the next call of the same thread raises
+    that failure instead of returning (fail closed); :meth:`flush` waits for this thread's calls.
     """
 
     def __init__(self, store: AuditStore, *, name: str = "audit-writer", max_batch: int = 256,
@@ -57,6 +74,8 @@ class AuditWriter:
         self._linger_s = linger_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._failed: dict[int, BaseException] = {}
+        self._outstanding: dict[int, int] = {}
+        """Per caller thread: calls queued without waiting for their commit, not yet committed."""
         self._failed_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -64,83 +83,124 @@ class AuditWriter:
     def _serve(self) -> None:
         while True:
             first = self._queue.get()
-            if first is None:
-                return
-            items, stopping = self._collect(first)
-            self._run_batch(items)
-            if stopping:
+            if first is None or self._run_batch(first):
                 return
 
-    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
-        """``first`` and whatever else is queued; a batch nobody waits for lingers for company."""
-        items = [first]
-        deadline: float | None = None
-        while len(items) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                if any(awaited for _, _, awaited in items):
-                    break
-                now = time.monotonic()
-                deadline = deadline if deadline is not None else now + self._linger_s
-                if now >= deadline:
-                    break
-                try:
-                    item = self._queue.get(timeout=deadline - now)
-                except queue.Empty:
-                    break
-            if item is None:
-                return items, True
-            items.append(item)
-        return items, False
+    def _run_batch(self, first: _Item) -> bool:
+        """Run ``first`` and the calls queued behind it in one transaction, each as it arrives.
 
-    def _run_batch(self, items: list[_Item]) -> None:
+        Calls run the moment they are taken, so the step events a slot queues while it talks to its
+        device are already in the transaction when the slot's next awaited call arrives: that call
+        costs its slot only its own statements and the COMMIT. The batch commits once it holds an
+        awaited call and the queue is empty, after ``max_batch`` calls, or when a batch nobody waits
+        for has lingered ``linger_s`` for company. Returns whether the writer was asked to stop.
+        """
         batch = getattr(self._store, "batch", None)
         done: list[tuple[Future[Any], bool, Any]] = []
+        stopping = False
         try:
             with batch() if callable(batch) else contextlib.nullcontext():
-                for call, future, _ in items:
-                    if not future.set_running_or_notify_cancel():
-                        continue
-                    try:
-                        done.append((future, True, call()))
-                    except BaseException as exc:
-                        done.append((future, False, exc))
+                item: _Item | None = first
+                awaited = False
+                deadline: float | None = None
+                while item is not None:
+                    awaited = awaited or item.awaited
+                    if item.done.set_running_or_notify_cancel():
+                        try:
+                            result = item.call()
+                        except BaseException as exc:
+                            if item.early is None:
+                                done.append((item.done, False, exc))
+                            else:  # a refusal: its caller hears it now; the batch goes on
+                                item.early.set_exception(exc)
+                                done.append((item.done, True, None))
+                        else:
+                            if item.early is not None:
+                                item.early.set_result(result)
+                            done.append((item.done, True, result))
+                    if len(done) >= self._max_batch:
+                        break
+                    item, deadline = self._next(awaited, deadline)
+                    stopping = item is None and deadline == _STOP
         except BaseException as exc:  # the COMMIT failed: nothing of this batch is durable
             error = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(
                 f"audit commit failed: {exc}", code="audit_commit_failed")
             for future, _, _ in done:
                 future.set_exception(error)
-            return
+            return stopping
         for future, ok, value in done:
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        return stopping
+
+    def _next(self, awaited: bool, deadline: float | None) -> tuple[_Item | None, float | None]:
+        """The next queued call for this batch, or None to commit now (deadline ``_STOP``: stop)."""
+        try:
+            item = self._queue.get_nowait()
+        except queue.Empty:
+            if awaited:
+                return None, deadline
+            now = time.monotonic()
+            deadline = deadline if deadline is not None else now + self._linger_s
+            if now >= deadline:
+                return None, deadline
+            try:
+                item = self._queue.get(timeout=deadline - now)
+            except queue.Empty:
+                return None, deadline
+        if item is None:
+            return None, _STOP
+        return item, deadline
 
     def _call(self, call: Callable[[], T]) -> T:
+        """Run ``call`` on the writer; return once its transaction has committed."""
         if not self._thread.is_alive():
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         future: Future[T] = Future()
-        self._queue.put((call, future, True))
+        self._queue.put(_Item(call, future, True))
         result = future.result()
         self._raise_deferred()
         return result
+
+    def _call_early(self, call: Callable[[], T]) -> T:
+        """Run ``call`` on the writer; return its result as soon as it ran, before the commit.
+
+        The commit is tracked like a step event's: its failure surfaces on this thread's next call.
+        """
+        if not self._thread.is_alive():
+            raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
+        self._raise_deferred()
+        early: Future[T] = Future()
+        self._queue.put(_Item(call, self._tracked(), False, early))
+        return early.result()
 
     def _post(self, call: Callable[[], None]) -> None:
         """Queue a call nobody waits for; its failure surfaces on this thread's next call."""
         if not self._thread.is_alive():
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         self._raise_deferred()
-        owner = threading.get_ident()
-        future: Future[None] = Future()
-        future.add_done_callback(lambda f: self._note_failure(owner, f))
-        self._queue.put((call, future, False))
+        self._queue.put(_Item(call, self._tracked(), False))
 
-    def _note_failure(self, owner: int, future: Future[None]) -> None:
+    def _tracked(self) -> Future[Any]:
+        """A commit future counted as outstanding for this thread until it resolves."""
+        owner = threading.get_ident()
+        future: Future[Any] = Future()
+        with self._failed_lock:
+            self._outstanding[owner] = self._outstanding.get(owner, 0) + 1
+        future.add_done_callback(lambda f: self._settle(owner, f))
+        return future
+
+    def _settle(self, owner: int, future: Future[Any]) -> None:
         exc = future.exception()
-        if exc is not None:
-            with self._failed_lock:
+        with self._failed_lock:
+            left = self._outstanding.get(owner, 1) - 1
+            if left:
+                self._outstanding[owner] = left
+            else:
+                self._outstanding.pop(owner, None)
+            if exc is not None:
                 self._failed.setdefault(owner, exc)
 
     def _raise_deferred(self) -> None:
@@ -150,8 +210,16 @@ class AuditWriter:
             raise exc
 
     def flush(self) -> None:
-        """Return once everything this thread queued is durable (raises a deferred failure)."""
-        self._call(lambda: None)
+        """Return once everything this thread queued is durable (raises a deferred failure).
+
+        Free when the thread's last awaited call already committed all its events (FIFO order puts
+        them in the same or an earlier transaction)."""
+        with self._failed_lock:
+            outstanding = self._outstanding.get(threading.get_ident(), 0)
+        if outstanding:
+            self._call(lambda: None)
+        else:
+            self._raise_deferred()
 
     def close(self) -> None:
         """Stop the writer thread after the calls already queued."""
@@ -163,7 +231,7 @@ class AuditWriter:
 
     def start_unit(self, *, work_order: WorkOrder, station: str, slot: str, operator: str,
                    hardware_id: str) -> int:
-        return self._call(lambda: self._store.start_unit(
+        return self._call_early(lambda: self._store.start_unit(
             work_order=work_order, station=station, slot=slot, operator=operator,
             hardware_id=hardware_id))
 
@@ -179,7 +247,7 @@ class AuditWriter:
             self._call(call)
 
     def next_unit_serial(self, unit_id: int) -> str:
-        return self._call(lambda: self._store.next_unit_serial(unit_id))
+        return self._call_early(lambda: self._store.next_unit_serial(unit_id))
 
     def record_intent(self, unit_id: int, prepared: PreparedCertificate) -> None:
         self._call(lambda: self._store.record_intent(unit_id, prepared))

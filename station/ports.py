@@ -145,7 +145,14 @@ class Signer(Protocol):
 
 
 class AuditStore(Protocol):
-    """The durable production log. Every method commits before it returns (durable on return).
+    """The durable production log.
+
+    The records the safety order rests on are durable when their method returns:
+    ``record_intent`` (before the HSM signs), ``record_issued`` (before the device sees the
+    certificate), ``complete_unit``, ``fail_unit`` and ``resume_unit``. An implementation may commit
+    ``start_unit``, ``next_unit_serial`` and ``record_step`` later, together with a following write
+    of the same caller, but never after that caller's next durable method (or ``flush``, where it
+    has one) returns; if they cannot be committed, that durable call raises the failure instead.
 
     Any failure to write raises :class:`station.errors.AuditWriteFailed`; after one, the station stops
     issuing until an operator has dealt with it (fail closed).

@@ -331,7 +331,9 @@ class Provisioner:
                 if not confirmed and link.status() is not Lifecycle.LOCKED:
                     raise DeviceMisbehaved("the lock did not hold", code="lock_not_held",
                                            slot=attempt.job.slot)
-        with self._step(attempt, Step.COMPLETE, on_progress):
+        # The ``completed`` event that complete_unit commits is this step's durable record; a
+        # separate step event after it would cost the unit one more commit.
+        with self._step(attempt, Step.COMPLETE, on_progress, record=False):
             self._audit.complete_unit(attempt.unit_id)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -365,8 +367,8 @@ class Provisioner:
                                    code="pop_failed") from exc
 
     @contextmanager
-    def _step(self, attempt: _Attempt, step: Step,
-              on_progress: ProgressCallback | None) -> Iterator[dict[str, str]]:
+    def _step(self, attempt: _Attempt, step: Step, on_progress: ProgressCallback | None, *,
+              record: bool = True) -> Iterator[dict[str, str]]:
         """Time one step and record it; a failing step is recorded by :meth:`_failed`."""
         if on_progress is not None:
             on_progress(attempt.job.slot, step, STEP_ORDER.index(step) + 1, len(STEP_ORDER))
@@ -381,6 +383,8 @@ class Provisioner:
         timing = StepTiming(step=step, outcome=Outcome.OK,
                             duration_ms=(time.perf_counter() - started) * 1000, detail=detail)
         attempt.timings.append(timing)
+        if not record:
+            return
         if attempt.unit_id is None:
             attempt.pending.append(timing)
         else:

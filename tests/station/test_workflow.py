@@ -55,7 +55,9 @@ def test_happy_path_signs_records_then_writes(parts) -> None:  # type: ignore[no
     assert [s for s, _, _ in progress][:2] == [Step.CONNECT, Step.IDENTIFY]
     assert progress[-1][0] is Step.COMPLETE and progress[-1][2] == len(Step)
     recorded = [step for step, ok, _, _ in store.units[unit.unit_id].events if ok]
-    assert recorded == [s for s in Step]  # every step timed and recorded, in order
+    # Every step timed and recorded, in order; the last one's record is the unit's completion.
+    assert recorded == [s for s in Step if s is not Step.COMPLETE]
+    assert [t.step for t in result.timings] == list(Step)
     cert = x509.load_der_x509_certificate(result.cert_der)  # type: ignore[arg-type]
     assert cert.issuer == signer.ca_cert.subject
 
