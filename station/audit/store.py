@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from station.audit.chain import canonical_detail, event_hash
-from station.audit.driver import DriverStatement
+from station.audit.driver import DriverStatement, driver_savepoint
 from station.audit.engine import READ_OPTION, OpenChecks
 from station.audit.models import (
     ACTIVE_WHERE,
@@ -124,6 +124,11 @@ _ISSUED_FOR: Final = DriverStatement(
     _SELECT_UNIT.where(_UNITS.c.hardware_id == bindparam("hardware_id"), _UNITS.c.cert_der.is_not(None))
     .order_by(_UNITS.c.id.desc()).limit(1)
 )
+_INSERT_WORK_ORDER: Final = DriverStatement(insert(_WORK_ORDERS).returning(_WORK_ORDERS.c.id),
+                                            varying_columns=True)
+_SERIES_NEXT_SEQ: Final = DriverStatement(select(func.max(_WORK_ORDERS.c.next_seq)).where(
+    _WORK_ORDERS.c.serial_format == bindparam("serial_format"),
+    _WORK_ORDERS.c.product == bindparam("product")))
 _UPDATE_NEXT_SEQ: Final = DriverStatement(
     update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id")), varying_columns=True)
 
@@ -143,6 +148,8 @@ _PENDING_KEY: Final = "audit.pending_events"
 with one executemany, and the chain head with one UPDATE, just before the transaction commits
 (:meth:`SqlAuditStore._flush_events`), or before a read of the events table in the same
 transaction."""
+_SAVEPOINTS_KEY: Final = "audit.savepoints"
+"""``Session.info`` key: how deep the batch's driver savepoints are nested (names are per depth)."""
 _WRITES_KEY: Final = "audit.writes"
 """``Session.info`` key: how many unit row UPDATEs this session has started (see
 :meth:`SqlAuditStore._unrefusable`)."""
@@ -413,25 +420,30 @@ class SqlAuditStore:
     def _savepoint(self, session: Session, op: str, context: Mapping[str, Any]) -> Iterator[None]:
         """One write inside a batch: the same error handling as :meth:`_write`, rolled back alone.
 
-        The in-memory chain head and lookups roll back with the savepoint. ORM objects loaded by an
-        earlier write of the batch are expired first, since Core writes since then bypassed them."""
+        The SAVEPOINT is the driver's (:func:`driver_savepoint`): the writes are Core and driver
+        statements. The pending events, the in-memory chain head and the lookups roll back with it.
+        ORM objects loaded by an earlier write of the batch are expired first, since Core writes
+        since then bypassed them, and any an aborted write left behind are dropped."""
         if session.identity_map:
             session.expire_all()
         head = session.info.get(_HEAD_KEY)
         pending = len(session.info.get(_PENDING_KEY, ()))
+        depth = session.info[_SAVEPOINTS_KEY] = session.info.get(_SAVEPOINTS_KEY, 0) + 1
         try:
             try:
-                with session.begin_nested():
-                    # SQLAlchemy emits the SAVEPOINT lazily, when the nested transaction first asks
-                    # for its connection; writes run on the cached Connection (_connection), so ask
-                    # here: the savepoint must exist before the first statement of this write.
-                    session.connection()
+                with driver_savepoint(_connection(session), f"audit_sp{depth}"):
                     yield
+                    if session.new or session.dirty or session.deleted:
+                        session.flush()  # an ORM write's rows belong inside its savepoint
             except BaseException:
                 session.info[_HEAD_KEY] = head
                 del session.info.get(_PENDING_KEY, [])[pending:]
                 session.info.pop(_TX_CACHE_KEY, None)
+                if session.identity_map or session.new:
+                    session.expunge_all()
                 raise
+            finally:
+                session.info[_SAVEPOINTS_KEY] = depth - 1
         except (QuotaExhausted, IdentityConflict) as refusal:
             self._log_refusal(op, refusal, context)
             raise
@@ -705,19 +717,15 @@ class SqlAuditStore:
 
     def _create_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> _WorkOrderRef:
         commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
+        conn = _connection(s)
         # A serial format is one numbering space across work orders: the next work order of
         # the same product continues the series instead of reusing serials.
-        next_seq = s.scalar(
-            select(func.max(WorkOrderRow.next_seq)).where(
-                WorkOrderRow.serial_format == wo.serial_format, WorkOrderRow.product == wo.product)
-        ) or 1
-        row = WorkOrderRow(
-            number=wo.number, product=wo.product, profile=wo.profile, quantity=wo.quantity,
-            serial_format=wo.serial_format, commissioning_json=commissioning, next_seq=next_seq,
-            station=self.station_id, created_at=_now(),
-        )
-        s.add(row)
-        s.flush()
+        found = _SERIES_NEXT_SEQ.one(conn, {"serial_format": wo.serial_format, "product": wo.product})
+        wo_id = int(_INSERT_WORK_ORDER.one(conn, {
+            "number": wo.number, "product": wo.product, "profile": wo.profile, "quantity": wo.quantity,
+            "serial_format": wo.serial_format, "commissioning_json": commissioning,
+            "next_seq": found[0] or 1, "station": self.station_id, "created_at": _now(),
+        }).id)
         self._append(
             s, kind="work_order_created", work_order=wo.number, operator=operator, outcome="ok",
             detail={
@@ -725,8 +733,8 @@ class SqlAuditStore:
                 "serial_format": wo.serial_format, "commissioning": commissioning,
             },
         )
-        return _WorkOrderRef(id=row.id, number=row.number,
-                             terms=(row.product, row.profile, row.quantity, row.serial_format))
+        return _WorkOrderRef(id=wo_id, number=wo.number,
+                             terms=(wo.product, wo.profile, wo.quantity, wo.serial_format))
 
     @staticmethod
     def _record(unit: UnitRow, work_order: str) -> UnitRecord:
