@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import threading
@@ -41,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Final
 
 from cryptography import x509
@@ -110,10 +111,10 @@ _SAN_TAGS: Final[dict[str, int]] = {"uri": SAN_URI, "dns": SAN_DNS, "email": SAN
 _GENERAL_NAMES: Final[dict[str, Callable[[str], x509.GeneralName]]] = {
     "uri": x509.UniformResourceIdentifier, "dns": x509.DNSName, "email": x509.RFC822Name,
 }
-_ECDSA_CSR_HASHES: Final[dict[x509.ObjectIdentifier, hashes.HashAlgorithm]] = {
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256: hashes.SHA256(),
-    SignatureAlgorithmOID.ECDSA_WITH_SHA384: hashes.SHA384(),
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512: hashes.SHA512(),
+_ECDSA_CSR_HASHES: Final[dict[x509.ObjectIdentifier, ec.ECDSA]] = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
 }
 """CSR signature algorithms verified directly with the already-loaded key (others: cryptography's
 ``is_signature_valid``, which loads the key a second time)."""
@@ -159,19 +160,15 @@ class _Plan:
     """The subject attribute OIDs in certificate order (one per template slot)."""
     labels: tuple[str, ...]
     """The RFC 4514 attribute type for each, as cryptography's ``rfc4514_string`` names it."""
+    csr_order: tuple[int, ...] | None
+    """Template slots in the order the station asks the device for them (SubjectFields.attributes),
+    when each slot encodes as cryptography encodes that attribute in a CSR; else None."""
     hash_name: str
     pss: bool
     trailer: int
     """Bytes after the TBS inside the certificate at most: algorithm and the longest signature."""
     verify: Callable[[bytes, bytes], None]
     """verify(signature, tbs) with the CA certificate's key; raises InvalidSignature."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Pending:
-    """What :meth:`Issuer.prepare` recorded for a TBS it built: the plan that says how to sign it."""
-
-    plan: _Plan
 
 
 def _san_der(entries: Sequence[tuple[str, str]]) -> list[tuple[int, bytes]]:
@@ -205,6 +202,7 @@ def _spki(public: Any) -> bytes:
     return out
 
 
+@lru_cache(maxsize=16)
 def _iso(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` (what the intent row records as notAfter)."""
     return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
@@ -224,16 +222,47 @@ def _csr_name_slot(dotted: str) -> NameSlot:
     return slot
 
 
-def _csr_subject(csr_der: bytes) -> bytes | None:
-    """The subject Name DER of a CSR that cryptography has already parsed; None if it cannot be cut."""
+def _csr_parts(csr_der: bytes) -> tuple[bytes, bytes] | None:
+    """(subject Name DER, SubjectPublicKeyInfo DER) of a CSR that cryptography has already parsed,
+    cut from the bytes as sent; None if they cannot be cut."""
     try:
         _, start, end = read(csr_der, 0)
         _, info, info_end = read(csr_der, start, end)
         _, _, version_end = read(csr_der, info, info_end)
         _, _, subject_end = read(csr_der, version_end, info_end)
+        _, _, spki_end = read(csr_der, subject_end, info_end)
     except ValueError:
         return None
-    return csr_der[version_end:subject_end]
+    return csr_der[version_end:subject_end], csr_der[subject_end:spki_end]
+
+
+_SPKI_SHAPES: dict[str, tuple[bytes, int]] = {}
+"""Per key kind with a fixed-size encoding (P-256, P-384, Ed25519): the bytes cryptography writes
+before the key's coordinates in a SubjectPublicKeyInfo, and the total length. Learned from
+cryptography itself, once."""
+_FIXED_SPKI_KEYS: Final[dict[str, Callable[[], Any]]] = {
+    "secp256r1": lambda: ec.generate_private_key(ec.SECP256R1()).public_key(),
+    "secp384r1": lambda: ec.generate_private_key(ec.SECP384R1()).public_key(),
+    "ed25519": lambda: ed25519.Ed25519PrivateKey.generate().public_key(),
+}
+_KEY_BYTES: Final = {"secp256r1": 64, "secp384r1": 96, "ed25519": 32}
+
+
+def _canonical_spki(public: Any, sent: bytes | None) -> bytes:
+    """The key's SubjectPublicKeyInfo as cryptography encodes it (what the builder writes and what
+    is fingerprinted). The CSR's own bytes are that encoding when they have its exact prefix and
+    length (the rest is the point the key was loaded from); anything else is re-encoded."""
+    if sent is not None:
+        kind = public.curve.name if isinstance(public, ec.EllipticCurvePublicKey) else (
+            "ed25519" if isinstance(public, ed25519.Ed25519PublicKey) else "")
+        if kind in _FIXED_SPKI_KEYS:
+            shape = _SPKI_SHAPES.get(kind)
+            if shape is None:
+                reference = _spki(_FIXED_SPKI_KEYS[kind]())
+                shape = _SPKI_SHAPES[kind] = (reference[:-_KEY_BYTES[kind]], len(reference))
+            if len(sent) == shape[1] and sent.startswith(shape[0]):
+                return sent
+    return _spki(public)
 
 
 def _der(tag: int, content: bytes) -> bytes:
@@ -302,10 +331,44 @@ def public_key_sha256(public_key_der: bytes) -> str:
     return hashlib.sha256(public_key_der).hexdigest()
 
 
+class _SerialSource:
+    """128-bit serials cut from OS CSPRNG output fetched 4 KiB at a time.
+
+    Why: one ``getrandom`` system call per unit is a measurable part of the signing path on a VM.
+    Each serial is still 16 fresh bytes that no other serial shares; the buffer is per process (a
+    forked child starts with an empty one, so parent and child never hand out the same bytes) and
+    taken under a lock.
+    """
+
+    _CHUNK: Final = 16 * 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer, self._offset = b"", 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._offset >= len(self._buffer):
+                self._buffer, self._offset = secrets.token_bytes(self._CHUNK), 0
+            start = self._offset
+            self._offset = start + 16
+            chunk = self._buffer[start:start + 16]
+        return chunk
+
+
+_SERIALS: Final = _SerialSource()
+
+
 def random_serial() -> int:
     """128 bits from the OS CSPRNG, positive and non-zero: at most 17 DER octets (limit is 20)."""
     while True:
-        serial = int.from_bytes(secrets.token_bytes(16), "big")
+        serial = int.from_bytes(_SERIALS.take(), "big")
         if serial:
             return serial
 
@@ -342,7 +405,7 @@ def _csr_signature_valid(csr: x509.CertificateSigningRequest, public: Any) -> bo
     try:
         oid = csr.signature_algorithm_oid
         if isinstance(public, ec.EllipticCurvePublicKey) and oid in _ECDSA_CSR_HASHES:
-            public.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(_ECDSA_CSR_HASHES[oid]))
+            public.verify(csr.signature, csr.tbs_certrequest_bytes, _ECDSA_CSR_HASHES[oid])
             return True
         if isinstance(public, ed25519.Ed25519PublicKey) and oid == SignatureAlgorithmOID.ED25519:
             public.verify(csr.signature, csr.tbs_certrequest_bytes)
@@ -384,11 +447,13 @@ class Issuer:
         self.ca_cert = chain[0]
         self._rsa_pss = rsa_pss
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: OrderedDict[str, _Plan] = OrderedDict()
+        """Prepared TBS (by SHA-256) not yet signed, each with the plan that says how to sign it."""
         self._pending_lock = threading.Lock()
         self._plans: OrderedDict[int, _Plan] = OrderedDict()
         self._plans_lock = threading.Lock()
         self._ca_public = self.ca_cert.public_key()
+        self._ca_validity = (self.ca_cert.not_valid_before_utc, self.ca_cert.not_valid_after_utc)
         self._ca_key_hashes = {
             public_key_sha256(c.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
@@ -448,8 +513,10 @@ class Issuer:
         expected: SubjectFields,
         nonce: bytes,
         is_key_known: Callable[[str], bool] | None,
+        wanted_subject: bytes | None = None,
     ) -> tuple[x509.CertificateSigningRequest, Any, str, bytes]:
-        """:meth:`check_csr`, also returning the SubjectPublicKeyInfo DER it fingerprinted."""
+        """:meth:`check_csr`, also returning the SubjectPublicKeyInfo DER it fingerprinted.
+        ``wanted_subject``: the expected subject's DER in request order, when the caller has it."""
         if len(csr_der) > profile.max_csr_der:
             raise _refuse("csr_too_large", f"{len(csr_der)} > {profile.max_csr_der} bytes")
         _check_der_frame(csr_der)
@@ -474,9 +541,10 @@ class Issuer:
             if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
                 raise _refuse("extension_unknown_critical", ext.oid.dotted_string)
         self._check_nonce(csr, nonce)
-        if not self._subject_matches(csr, csr_der, expected):
+        parts = _csr_parts(csr_der)
+        if not self._subject_matches(csr, None if parts is None else parts[0], expected, wanted_subject):
             raise _refuse("subject_mismatch", f"CSR has {csr.subject.rfc4514_string()[:200]!r}")
-        spki = _spki(public)
+        spki = _canonical_spki(public, None if parts is None else parts[1])
         fingerprint = public_key_sha256(spki)
         if fingerprint in self._ca_key_hashes:
             raise _refuse("key_is_ca_key")
@@ -486,21 +554,22 @@ class Issuer:
 
     @staticmethod
     def _subject_matches(
-        csr: x509.CertificateSigningRequest, csr_der: bytes, expected: SubjectFields
+        csr: x509.CertificateSigningRequest, subject: bytes | None, expected: SubjectFields,
+        wanted: bytes | None = None,
     ) -> bool:
         """The CSR's subject has exactly the expected attributes, in any order and string type.
 
-        First a byte comparison with the subject as cryptography would encode the expected attributes
-        in the order the station asked for them (equal bytes mean equal attributes); when that differs,
-        the attribute-by-attribute comparison decides.
+        First a byte comparison with ``wanted``, the subject as cryptography would encode the expected
+        attributes in the order the station asked for them (equal bytes mean equal attributes); when
+        that differs, the attribute-by-attribute comparison decides.
         """
         pairs = expected.attributes()
-        subject = _csr_subject(csr_der)
         if subject is not None:
-            try:
-                wanted = tlv(0x30, b"".join([_csr_name_slot(oid).encode(value) for oid, value in pairs]))
-            except NotEncodable:
-                wanted = b""
+            if wanted is None:
+                try:
+                    wanted = tlv(0x30, b"".join([_csr_name_slot(oid).encode(value) for oid, value in pairs]))
+                except NotEncodable:
+                    wanted = b""
             if subject == wanted:
                 return True
         try:
@@ -540,7 +609,7 @@ class Issuer:
 
     def _validity(self, profile: Profile) -> tuple[datetime, datetime]:
         now = self._clock()
-        ca_from, ca_until = self.ca_cert.not_valid_before_utc, self.ca_cert.not_valid_after_utc
+        ca_from, ca_until = self._ca_validity
         if not ca_from <= now <= ca_until:
             raise _refuse("ca_expired", f"CA valid {ca_from:%Y-%m-%d} to {ca_until:%Y-%m-%d}")
         not_before = max(now - timedelta(minutes=profile.backdate_minutes), ca_from)
@@ -652,9 +721,19 @@ class Issuer:
         return _Plan(
             profile=profile, template=template, oids=tuple(o for o, _ in attrs),
             labels=tuple(_rfc4514_label(o) for o, _ in attrs), hash_name=hash_alg.name, pss=pss,
+            csr_order=self._csr_order(template, [o.dotted_string for o, _ in attrs], placeholder),
             trailer=len(template.signature_algorithm) + len(tlv(0x03, b"\x00" + dummy)),
             verify=self._verifier(hash_alg, pss),
         )
+
+    @staticmethod
+    def _csr_order(template: TbsTemplate, dotted: list[str], fields: SubjectFields) -> tuple[int, ...] | None:
+        order = []
+        for oid, _ in fields.attributes():
+            if oid not in dotted or template.subject[dotted.index(oid)] != _csr_name_slot(oid):
+                return None
+            order.append(dotted.index(oid))
+        return tuple(order)
 
     def _verifier(self, hash_alg: SignHash, pss: bool) -> Callable[[bytes, bytes], None]:
         """verify(signature, tbs) with the CA certificate's key, loaded once; raises InvalidSignature."""
@@ -748,38 +827,44 @@ class Issuer:
         """A unit's TBS from the profile's template (what :meth:`prepare` signs; no CSR checks)."""
         plan = self._plan(profile)
         fields = self.subject_fields(profile, identity)
-        spki = _spki(public)
-        tbs, _ = self._fill(plan, fields, identity, matter_params, spki, serial, not_before, not_after)
-        return tbs
+        _, rdns = self._subject(plan, fields, identity, matter_params)
+        return self._fill(plan, identity, rdns, _spki(public), serial, not_before, not_after)
+
+    def _subject(
+        self, plan: _Plan, fields: SubjectFields, identity: Identity, matter_params: dict[str, str] | None
+    ) -> tuple[list[str], list[bytes] | NotEncodable]:
+        """The subject values in certificate order, and their encoded RDNs (or why they cannot be)."""
+        attrs = self._subject_attributes(plan.profile, fields, identity, matter_params)
+        if tuple(o for o, _ in attrs) != plan.oids:
+            raise _refuse("lint_failed", "subject attributes differ from the profile's template")
+        values = [v for _, v in attrs]
+        try:
+            return values, plan.template.rdns(values)
+        except NotEncodable as exc:
+            return values, exc
 
     def _fill(
         self,
         plan: _Plan,
-        fields: SubjectFields,
         identity: Identity,
-        matter_params: dict[str, str] | None,
+        rdns: list[bytes] | NotEncodable,
         spki: bytes,
         serial: int,
         not_before: datetime,
         not_after: datetime,
-    ) -> tuple[bytes, list[tuple[x509.ObjectIdentifier, str]]]:
+    ) -> bytes:
         """Write one unit's fields into the template; refuses what cannot be encoded."""
-        attrs = self._subject_attributes(plan.profile, fields, identity, matter_params)
-        if tuple(o for o, _ in attrs) != plan.oids:
-            raise _refuse("lint_failed", "subject attributes differ from the profile's template")
-        sans = self._san_entries(plan.profile, identity)
+        if isinstance(rdns, NotEncodable):
+            raise _refuse("subject_invalid", str(rdns))
         try:
-            san_der = _san_der(sans)
+            san_der = _san_der(self._san_entries(plan.profile, identity))
         except UnicodeEncodeError:
             raise _refuse("subject_invalid", "a subjectAltName value is not ASCII") from None
         try:
-            tbs = plan.template.build(serial=serial, not_before=not_before, not_after=not_after,
-                                      subject=[v for _, v in attrs], spki_der=spki, sans=san_der)
-        except NotEncodable as exc:
-            raise _refuse("subject_invalid", str(exc)) from None
+            return plan.template.assemble(serial=serial, not_before=not_before, not_after=not_after,
+                                          rdns=rdns, spki_der=spki, sans=san_der)
         except ValueError as exc:
             raise _refuse("lint_failed", str(exc)) from None
-        return tbs, attrs
 
     def prepare(
         self,
@@ -794,27 +879,32 @@ class Issuer:
         """Check the CSR and build the TBS certificate. Nothing is signed; raises IssuanceRefused."""
         plan = self._plan(profile)
         fields = self.subject_fields(profile, identity)
+        values, rdns = self._subject(plan, fields, identity, matter_params)
+        # The CSR must carry the subject the station asked for: the same RDN bytes, in request order.
+        wanted = None if isinstance(rdns, NotEncodable) or plan.csr_order is None else \
+            tlv(0x30, b"".join([rdns[i] for i in plan.csr_order]))
         _, public, fingerprint, spki = self._check_csr(
-            csr_der, profile=profile, expected=fields, nonce=nonce, is_key_known=is_key_known
+            csr_der, profile=profile, expected=fields, nonce=nonce, is_key_known=is_key_known,
+            wanted_subject=wanted,
         )
         not_before, not_after = self._validity(profile)
         serial = random_serial()
-        tbs, attrs = self._fill(plan, fields, identity, matter_params, spki, serial, not_before, not_after)
+        tbs = self._fill(plan, identity, rdns, spki, serial, not_before, not_after)
         size = encoded_size(len(tbs) + plan.trailer)
         if size > profile.max_certificate_der:
             raise _refuse("certificate_too_large", f"up to {size} > {profile.max_certificate_der} bytes")
         self._lint_unit(plan, serial, public)
         tbs_hash = hashlib.sha256(tbs).hexdigest()
         with self._pending_lock:
-            self._pending[tbs_hash] = _Pending(plan=plan)
+            self._pending[tbs_hash] = plan
             while len(self._pending) > _MAX_PENDING:
                 self._pending.popitem(last=False)
         log.debug("prepared certificate serial=%x profile=%s tbs_sha256=%s", serial, profile.name, tbs_hash)
         return Prepared(
             serial=serial, tbs_der=tbs, tbs_sha256=tbs_hash, public_key_sha256=fingerprint,
             profile=profile.name,
-            subject=",".join([f"{label}={rfc4514_escape(value)}" for label, (_, value)
-                              in zip(reversed(plan.labels), reversed(attrs), strict=True)]),
+            subject=",".join([f"{label}={rfc4514_escape(value)}" for label, value
+                              in zip(reversed(plan.labels), reversed(values), strict=True)]),
             not_after=_iso(not_after), max_der_size=size,
         )
 
@@ -872,17 +962,17 @@ class Issuer:
 
     def sign(self, tbs_der: bytes) -> bytes:
         """Sign exactly ``tbs_der`` (prepared by this issuer) in the HSM, assemble, verify, return DER."""
-        tbs_hash = hashlib.sha256(tbs_der).hexdigest()
+        sha256 = hashlib.sha256(tbs_der).digest()
+        tbs_hash = sha256.hex()
         with self._pending_lock:
-            pending = self._pending.get(tbs_hash)
-        if pending is None:
+            plan = self._pending.get(tbs_hash)
+        if plan is None:
             raise CertificateCheckFailed(
                 "refusing to sign bytes this signer did not prepare (or already signed)",
                 code="not_prepared", tbs_sha256=tbs_hash,
             )
-        plan = pending.plan
         # The TBS names its own signature algorithm (the template's); the certificate repeats it outside.
-        digest = hashlib.new(plan.hash_name, tbs_der).digest()
+        digest = sha256 if plan.hash_name == "sha256" else hashlib.new(plan.hash_name, tbs_der).digest()
         signature = self.ca_key.sign_digest(digest, plan.hash_name, pss=plan.pss)
         cert_der = _der(0x30, tbs_der + plan.template.signature_algorithm + _der(0x03, b"\x00" + signature))
         self._check_issued(cert_der, tbs_der, plan.verify)

@@ -31,6 +31,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property, lru_cache
 from typing import Final, Literal
 
 SEQUENCE: Final = 0x30
@@ -64,6 +65,8 @@ _SKI_OID: Final = bytes.fromhex("0603551d0e")
 """OID TLV of id-ce-subjectKeyIdentifier (2.5.29.14)."""
 _SAN_OID: Final = bytes.fromhex("0603551d11")
 """OID TLV of id-ce-subjectAltName (2.5.29.17)."""
+_SKI_HEADER_20: Final = bytes.fromhex("301d0603551d0e041604 14".replace(" ", ""))
+"""Extension SEQUENCE, OID, OCTET STRING wrapping an OCTET STRING of 20 bytes (a SHA-1 key id)."""
 _VERSION_V3: Final = bytes.fromhex("a003020102")
 """``[0] EXPLICIT INTEGER 2``: the only version this template writes."""
 _STRING_TAGS: Final = frozenset({UTF8_STRING, PRINTABLE_STRING})
@@ -116,6 +119,12 @@ def time(moment: datetime) -> bytes:
     """RFC 5280 Time for a UTC moment with whole seconds: UTCTime before 2050, else GeneralizedTime."""
     if moment.utcoffset() != _ZERO or moment.microsecond:
         raise ValueError("certificate times are UTC with whole seconds")
+    return _time_utc(moment)
+
+
+@lru_cache(maxsize=16)
+def _time_utc(moment: datetime) -> bytes:
+    """:func:`time` once checked; cached, as a line issues many units within the same second."""
     year = moment.year
     rest = f"{moment.month:02d}{moment.day:02d}{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z"
     if year >= 2050:
@@ -170,10 +179,10 @@ def key_identifier(spki_der: bytes) -> bytes:
     tag, start, end = read(spki_der, 0)
     if tag != SEQUENCE or end != len(spki_der):
         raise ValueError("not a SubjectPublicKeyInfo")
-    parts = children(spki_der, start, end)
-    if len(parts) != 2 or parts[0][0] != SEQUENCE or parts[1][0] != BIT_STRING:
+    tag, _, algorithm_end = read(spki_der, start, end)
+    bits_tag, content, bits_end = read(spki_der, algorithm_end, end)
+    if tag != SEQUENCE or bits_tag != BIT_STRING or bits_end != end:
         raise ValueError("not a SubjectPublicKeyInfo")
-    content, bits_end = parts[1][2], parts[1][3]
     if content >= bits_end or spki_der[content] != 0:
         raise ValueError("subjectPublicKey has unused bits")
     return hashlib.sha1(spki_der[content + 1:bits_end], usedforsecurity=False).digest()
@@ -181,6 +190,8 @@ def key_identifier(spki_der: bytes) -> bytes:
 
 def ski_extension(key_id: bytes) -> bytes:
     """The non-critical subjectKeyIdentifier Extension for ``key_id``."""
+    if len(key_id) == 20:  # SHA-1: a fixed header
+        return _SKI_HEADER_20 + key_id
     return tlv(SEQUENCE, _SKI_OID + tlv(OCTET_STRING, tlv(OCTET_STRING, key_id)))
 
 
@@ -206,6 +217,10 @@ class NameSlot:
             data = value.encode("utf-8")
         except UnicodeEncodeError:
             raise NotEncodable("value is not valid Unicode") from None
+        n = len(data)
+        inner = len(self.oid_der) + 2 + n
+        if inner < 0x7E:  # all three lengths in short form: the common case, written in one go
+            return bytes((SET, inner + 2, SEQUENCE, inner)) + self.oid_der + bytes((self.tag, n)) + data
         return tlv(SET, tlv(SEQUENCE, self.oid_der + tlv(self.tag, data)))
 
 
@@ -280,6 +295,12 @@ class TbsTemplate:
                 out.append(der[begin:after])
         return tuple(out)
 
+    def rdns(self, values: Sequence[str]) -> list[bytes]:
+        """The encoded RDN for each subject value, one per :attr:`subject` slot, in order."""
+        if len(values) != len(self.subject):
+            raise ValueError("subject values do not match the template's attributes")
+        return [slot.encode(value) for slot, value in zip(self.subject, values, strict=True)]
+
     def build(
         self,
         *,
@@ -291,34 +312,49 @@ class TbsTemplate:
         sans: Sequence[tuple[int, bytes]] = (),
     ) -> bytes:
         """The TBS DER for one unit. ``subject`` holds one value per :attr:`subject` slot, in order."""
-        if len(subject) != len(self.subject):
+        return self.assemble(serial=serial, not_before=not_before, not_after=not_after,
+                             rdns=self.rdns(subject), spki_der=spki_der, sans=sans)
+
+    def assemble(
+        self,
+        *,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+        rdns: Sequence[bytes],
+        spki_der: bytes,
+        sans: Sequence[tuple[int, bytes]] = (),
+    ) -> bytes:
+        """:meth:`build` with the subject already encoded by :meth:`rdns` (the issuer compares those
+        same bytes with the CSR's subject first)."""
+        if len(rdns) != len(self.subject):
             raise ValueError("subject values do not match the template's attributes")
         if not 0 < serial < (1 << 159):
             raise ValueError("serial must be positive and at most 20 octets")
         if not_after < not_before:
             raise ValueError("notAfter is before notBefore")
-        name = b"".join([slot.encode(value) for slot, value in zip(self.subject, subject, strict=True)])
+        if bool(sans) != ("san" in self.extensions):
+            raise ValueError("subjectAltName names given for a template without one, or none for one with")
         exts = []
         for part in self.extensions:
-            if part == "ski":
-                exts.append(ski_extension(key_identifier(spki_der)))
-            elif part == "san":
-                if not sans:
-                    raise ValueError("the template has a subjectAltName but no names were given")
-                exts.append(san_extension(sans))
-            else:
-                assert isinstance(part, bytes)
+            if part.__class__ is bytes:
                 exts.append(part)
-        if sans and "san" not in self.extensions:
-            raise ValueError("names were given but the template has no subjectAltName")
+            elif part == "ski":
+                exts.append(ski_extension(key_identifier(spki_der)))
+            else:
+                exts.append(san_extension(sans))
+        serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")  # < 2**159: at most 20
+        validity = time(not_before) + time(not_after)  # at most 34 bytes
+        name = b"".join(rdns)
+        extensions = b"".join(exts)
         body = b"".join((
-            _VERSION_V3,
-            integer(serial),
-            self.signature_algorithm,
-            self.issuer,
-            tlv(SEQUENCE, time(not_before) + time(not_after)),
-            tlv(SEQUENCE, name),
-            spki_der,
-            tlv(0xA3, tlv(SEQUENCE, b"".join(exts))),
+            _VERSION_V3, bytes((INTEGER, len(serial_bytes))), serial_bytes, self._issuer_part,
+            bytes((SEQUENCE, len(validity))), validity, header(SEQUENCE, len(name)), name, spki_der,
+            header(0xA3, encoded_size(len(extensions))), header(SEQUENCE, len(extensions)), extensions,
         ))
-        return tlv(SEQUENCE, body)
+        return header(SEQUENCE, len(body)) + body
+
+    @cached_property
+    def _issuer_part(self) -> bytes:
+        """The signature algorithm and issuer, which always follow the serial."""
+        return self.signature_algorithm + self.issuer
