@@ -57,8 +57,9 @@ class DriverStatement:
         self._varying = varying_columns
         self._cache: dict[tuple[str, frozenset[str] | None], _Compiled] = {}
 
-    def _compiled(self, dialect: Dialect, keys: Iterable[str]) -> _Compiled:
-        column_keys = frozenset(keys) if self._varying else None
+    def _compiled(self, dialect: Dialect, given: Iterable[str]) -> _Compiled:
+        keys = frozenset(given)
+        column_keys = keys if self._varying else None
         cache_key = (dialect.name, column_keys)
         found = self._cache.get(cache_key)
         if found is not None:
@@ -76,6 +77,13 @@ class DriverStatement:
                 binds[name] = processor
             if not bind.required and bind.effective_value is not None:
                 defaults[name] = bind.effective_value
+        for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
+            # A Python-side column default SQLAlchemy would fill in: only plain values are supported.
+            default = column.default if column.key not in keys else None
+            if default is not None and default.is_scalar:
+                defaults[column.key] = default.arg  # type: ignore[attr-defined]
+            elif default is not None:
+                raise ValueError(f"{column} has a computed default, which the driver path cannot fill")
         columns: list[str] = []
         results: list[_Processor | None] = []
         exported = getattr(self._statement, "exported_columns", None)
@@ -95,7 +103,10 @@ class DriverStatement:
             if name in merged and merged[name] is not None:
                 merged[name] = processor(merged[name])
         if compiled.order is not None:
-            return tuple(merged[name] for name in compiled.order)
+            try:
+                return tuple(merged[name] for name in compiled.order)
+            except KeyError as exc:
+                raise ValueError(f"no value for parameter {exc} of {compiled.sql!r}") from None
         return merged
 
     def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[Any]:

@@ -63,6 +63,8 @@ class WorkOrderRow(Base):
     commissioning_json: Mapped[str] = mapped_column(Text, default="[]")
     """Commissioning values; secret ones are stored as ``***``, never the value."""
     next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    consumed: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Units that reached intent (quota used); moved with each intent, under this row's lock."""
     station: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -78,7 +78,6 @@ _CONFLICT_WORDS: Final = (
     ("number", "work order number already recorded"),
 )
 
-_QUOTA_COUNTED = UnitRow.intent_at.is_not(None)
 
 # The write fast path: SQLAlchemy Core statements on the transaction's connection (compiled once,
 # then served from the statement cache), no ORM objects, no unit-of-work flush per event.
@@ -109,13 +108,19 @@ _UNIT_EVENT_FIELDS: Final = DriverStatement(
 _SELECT_WORK_ORDER: Final = select(
     _WORK_ORDERS.c.id, _WORK_ORDERS.c.number, _WORK_ORDERS.c.product, _WORK_ORDERS.c.profile,
     _WORK_ORDERS.c.quantity, _WORK_ORDERS.c.serial_format, _WORK_ORDERS.c.next_seq,
+    _WORK_ORDERS.c.consumed,
 )
 _LOCK_WORK_ORDER: Final = DriverStatement(
     _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")).with_for_update())
 _WORK_ORDER_BY_NUMBER: Final = DriverStatement(
     _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.number == bindparam("number")))
-_CONSUMED: Final = DriverStatement(select(func.count()).select_from(_UNITS).where(
-    _UNITS.c.work_order_id == bindparam("wo_id"), _UNITS.c.intent_at.is_not(None)))
+_CONSUMED: Final = DriverStatement(
+    select(_WORK_ORDERS.c.consumed).where(_WORK_ORDERS.c.id == bindparam("wo_id")))
+_UPDATE_CONSUMED: Final = DriverStatement(
+    update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id")), varying_columns=True)
+_COUNT_CONSUMED: Final = select(func.count()).select_from(_UNITS).where(
+    _UNITS.c.work_order_id == bindparam("wo_id"), _UNITS.c.intent_at.is_not(None))
+"""What ``work_orders.consumed`` must equal (``station audit verify`` checks it)."""
 _ACTIVE_UNIT: Final = DriverStatement(select(_UNITS.c.id).where(
     _UNITS.c.hardware_id == bindparam("hardware_id"), ACTIVE_WHERE).limit(1))
 _KEY_KNOWN: Final = DriverStatement(
@@ -689,13 +694,6 @@ class SqlAuditStore:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _consumed(s: Session, work_order_id: int) -> int:
-        stmt = select(func.count()).select_from(UnitRow).where(
-            UnitRow.work_order_id == work_order_id, _QUOTA_COUNTED
-        )
-        return int(s.scalar(stmt) or 0)
-
     def _ensure_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> _WorkOrderRef:
         """The recorded work order with these terms (created, with its event, on first sight)."""
         cache = self._tx_cache(s)
@@ -854,7 +852,7 @@ class SqlAuditStore:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.IN_PROGRESS)
             wo = _LOCK_WORK_ORDER.one(_connection(s), {"wo_id": unit.work_order_id})
-            consumed = self._consumed_core(s, wo.id)
+            consumed = int(wo.consumed)
             if consumed >= wo.quantity:
                 raise QuotaExhausted(f"work order {wo.number} is used up", work_order=wo.number)
             public_key_sha256 = prepared.public_key_sha256.lower()
@@ -865,6 +863,7 @@ class SqlAuditStore:
                 tbs_sha256=tbs_sha256, profile=prepared.profile, status=str(UnitStatus.INTENT),
                 intent_at=_now(),
             )
+            _UPDATE_CONSUMED.execute(_connection(s), {"wo_id": wo.id, "consumed": consumed + 1})
             self._append(
                 s, kind="intent", unit_id=unit_id, work_order=wo.number, operator=unit.operator,
                 outcome="ok",
@@ -1120,7 +1119,7 @@ class SqlAuditStore:
                     .group_by(UnitRow.status)
                 )
             }
-            consumed = self._consumed(s, wo.id)
+            consumed = wo.consumed
         return WorkOrderCounts(
             work_order=work_order,
             quantity=wo.quantity,

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from station.audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
 from station.audit.engine import READ_OPTION, build_engine, to_url
-from station.audit.models import ChainHeadRow, EventRow, UnitRow
+from station.audit.models import ChainHeadRow, EventRow, UnitRow, WorkOrderRow
 from station.audit.store import SqlAuditStore
 from station.errors import AuditIntegrityError
 
@@ -134,7 +134,10 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
         events_checked = done
 
         units = 0
+        intents: dict[int, int] = {}
         for unit in s.scalars(select(UnitRow).order_by(UnitRow.id).execution_options(yield_per=1000)):
+            if unit.intent_at is not None:
+                intents[unit.work_order_id] = intents.get(unit.work_order_id, 0) + 1
             problem = _unit_problem(unit, expected.pop(unit.id, None))
             if problem is not None:
                 msg, seq = problem
@@ -149,6 +152,13 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
             return VerifyResult(ok=False, events_checked=events_checked, units_checked=units,
                                 head_seq=head_seq, head_hash=head_hash, unit_id=orphan,
                                 problem="events name a unit row that does not exist (deleted)")
+        for wo in s.execute(select(WorkOrderRow.id, WorkOrderRow.number, WorkOrderRow.consumed)):
+            if wo.consumed != intents.get(wo.id, 0):
+                return VerifyResult(
+                    ok=False, events_checked=events_checked, units_checked=units, head_seq=head_seq,
+                    head_hash=head_hash,
+                    problem=(f"work order {wo.number} says {wo.consumed} units used its quota but "
+                             f"{intents.get(wo.id, 0)} units have an intent (quota counter edited)"))
         if progress is not None:
             progress(total, total)
         return VerifyResult(ok=True, events_checked=events_checked, units_checked=units,

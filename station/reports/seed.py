@@ -401,6 +401,11 @@ def seed_database(
                     progress(i + 1, units)
         events_total += len(event_rows)
         flush(commit=True)
+        # Each work order's quota counter, as record_intent would have moved it (verify checks it).
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE work_orders SET consumed = (SELECT count(*) FROM units WHERE "
+                     "units.work_order_id = work_orders.id AND units.intent_at IS NOT NULL)")
+        conn.execute("COMMIT")
         # full statistics: sampled ones (analysis_limit) led SQLite to scan the table for a search
         conn.execute("ANALYZE")
         if progress is not None:

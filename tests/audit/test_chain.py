@@ -145,3 +145,11 @@ def test_any_field_change_changes_the_hash(field: str, original: Any, changed: A
     after = event_hash(1, GENESIS_HASH, base | {field: changed})
     if repr(original) != repr(changed):
         assert before != after
+
+
+def test_edited_quota_counter(filled: SqlAuditStore) -> None:
+    """A site that winds its work order's quota counter back to sign more units is caught."""
+    sql(filled, "UPDATE work_orders SET consumed = 0")
+    result = verify_chain(filled)
+    assert not result.ok and "quota counter edited" in (result.problem or "")
+    assert "3 units have an intent" in (result.problem or "")

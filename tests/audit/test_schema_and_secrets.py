@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from station.audit import SqlAuditStore, check_pin, hash_pin, open_audit_store
+from station.audit import SqlAuditStore, check_pin, hash_pin, open_audit_store, verify_chain
 from station.audit.engine import MIGRATIONS_DIR, run_migrations
 from station.audit.models import Base
 from station.domain import Step, WorkOrder
@@ -94,3 +95,27 @@ def test_database_from_a_newer_station_is_refused(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(AuditWriteFailed, match="cannot migrate"):
         open_audit_store(tmp_path / "a.db", station_id=STATION)
+
+
+def test_quota_counter_migration_counts_existing_intents(db_url: str, issuer: Issuer) -> None:
+    """Migration 0003 starts each work order's counter at the number of its units with an intent."""
+    store = open_audit_store(db_url, station_id=STATION)
+    wo = WorkOrder(number="WO-Q", product="SENSOR", profile="matter-dac", quantity=5)
+    for i in range(3):
+        unit = store.start_unit(work_order=wo, station=STATION, slot="A", operator="t",
+                                hardware_id=f"hw-{i}")
+        if i < 2:
+            store.record_intent(unit, issuer.prepare()[0])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    store.close()
+    again = open_audit_store(db_url, station_id=STATION)  # upgrades to head again
+    try:
+        counts = again.work_order_counts("WO-Q")
+        assert counts is not None and counts.consumed == 2 and counts.remaining == 3
+        assert verify_chain(again).ok
+    finally:
+        again.close()
