@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"ports": [d.port for d in devices]}), flush=True)
         for line in sys.stdin:
             if line.strip() == "stats":
-                print(json.dumps([{"rx": d.bytes_received, "tx": d.bytes_sent,
+                print(json.dumps([{"rx": d.bytes_received, "tx": d.bytes_sent, "busy_s": d.busy_s,
                                    "requests": d.requests} for d in devices]), flush=True)
             elif line.strip() == "quit":
                 break
