@@ -153,6 +153,9 @@ _PENDING_KEY: Final = "audit.pending_events"
 with one executemany, and the chain head with one UPDATE, just before the transaction commits
 (:meth:`SqlAuditStore._flush_events`), or before a read of the events table in the same
 transaction."""
+_FORGET_KEY: Final = "audit.forget_units"
+"""``Session.info`` key: units whose operator this transaction changed (dropped from the store's
+cache of units' event fields when it commits; until then that cache is not consulted for them)."""
 _SAVEPOINTS_KEY: Final = "audit.savepoints"
 """``Session.info`` key: how deep the batch's driver savepoints are nested (names are per depth)."""
 _WRITES_KEY: Final = "audit.writes"
@@ -305,6 +308,8 @@ class SqlAuditStore:
         self.station_id = station_id
         self._lock = threading.Lock()
         self._batch = threading.local()
+        self._known_units: dict[int, tuple[str, str | None, list[str]]] = {}
+        """Units' event fields from committed transactions (see :meth:`_unit_event_fields`)."""
         self._read_only: str | None = checks.integrity_problem
         self._stopped: str | None = None
         if checks.integrity_problem:
@@ -380,6 +385,7 @@ class SqlAuditStore:
                     # be reported as durable. Roll back and fail every caller of the batch.
                     raise failure
                 self._flush_events(session)
+            self._remember_units(session)
         except StationError:
             raise
         except (SQLAlchemyError, OSError) as exc:
@@ -406,6 +412,7 @@ class SqlAuditStore:
             with session.begin():
                 yield session
                 self._flush_events(session)
+            self._remember_units(session)
         except (QuotaExhausted, IdentityConflict) as refusal:
             session.close()
             self._log_refusal(op, refusal, context)
@@ -638,6 +645,23 @@ class SqlAuditStore:
         s.info[_HEAD_KEY] = (seq, prev)
         s.info[_PENDING_KEY] = []
 
+    _KNOWN_UNITS_MAX: Final = 4096
+
+    def _remember_units(self, s: Session) -> None:
+        """After COMMIT: keep the transaction's unit lookups; forget units whose operator it changed.
+
+        Only committed lookups are kept: a unit id from a rolled-back insert can be handed out
+        again (SQLite reuses the highest rowid)."""
+        known = self._known_units
+        for unit_id in s.info.pop(_FORGET_KEY, ()):
+            known.pop(unit_id, None)
+        cache: dict[Any, Any] | None = s.info.get(_TX_CACHE_KEY)
+        for key, value in (cache or {}).items():
+            if key[0] == "unit":
+                known[key[1]] = value
+        while len(known) > self._KNOWN_UNITS_MAX:
+            del known[next(iter(known))]  # the oldest: units in flight are the newest
+
     @staticmethod
     def _tx_cache(s: Session) -> dict[Any, Any]:
         """Lookups of immutable rows made in this transaction (dropped with a rolled-back savepoint)."""
@@ -655,12 +679,19 @@ class SqlAuditStore:
 
     def _unit_event_fields(self, s: Session, unit_id: int) -> tuple[str, str | None, list[str]]:
         """(work order number, operator, the work order's secret keys) of a unit, for its step
-        events: looked up once per transaction (:meth:`_update_unit` drops the entry when the
-        operator changes; units are never deleted, and their work order never changes)."""
+        events. Looked up once and then kept: in the transaction's cache, and once that
+        transaction committed, in the store's (:meth:`_remember_units`), so a unit's step events in
+        later group commits cost no lookup. :meth:`_update_unit` drops both entries when this store
+        changes the operator; units are never deleted, and their work order never changes."""
         cache = self._tx_cache(s)
         key = ("unit", unit_id)
         fields: tuple[str, str | None, list[str]] | None = cache.get(key)
         if fields is None:
+            if unit_id not in s.info.get(_FORGET_KEY, ()):
+                fields = self._known_units.get(unit_id)
+            if fields is not None:
+                cache[key] = fields
+                return fields
             row = _UNIT_EVENT_FIELDS.first(_connection(s), {"unit_id": unit_id})
             if row is None:
                 raise ValueError(f"unknown unit id {unit_id}")
@@ -679,6 +710,8 @@ class SqlAuditStore:
     def _update_unit(cls, s: Session, unit_id: int, **values: Any) -> None:
         if "operator" in values or "work_order_id" in values:
             cls._tx_cache(s).pop(("unit", unit_id), None)
+            forget = s.info.setdefault(_FORGET_KEY, set())
+            forget.add(unit_id)
         s.info[_WRITES_KEY] = s.info.get(_WRITES_KEY, 0) + 1
         _UPDATE_UNIT.execute(_connection(s), {"unit_id": unit_id, **values})
 

@@ -92,6 +92,30 @@ def test_operator_change_is_seen_by_later_steps_of_the_same_batch(store: SqlAudi
     assert verify_chain(store).ok
 
 
+def test_operator_change_is_seen_by_steps_of_later_batches(store: SqlAuditStore,
+                                                            issuer: Issuer) -> None:
+    """The store keeps units' event fields across commits; a resumption in its own transaction, and
+    one in a batch that failed, must still leave later steps with the right operator."""
+    unit = _start(store, "hw-1", operator="first")
+    with store.batch():
+        store.record_step(unit, Step.CONNECT, ok=True, duration_ms=1.0)  # looked up and kept
+    store.next_unit_serial(unit)
+    prepared, der = issuer.prepare()
+    store.record_intent(unit, prepared)
+    store.record_issued(unit, der)
+    store.resume_unit(unit, slot="B", operator="second")  # its own transaction
+    with store.batch():
+        store.record_step(unit, Step.WRITE_CERT, ok=True, duration_ms=1.0)
+    with pytest.raises(RuntimeError), store.batch():
+        store.resume_unit(unit, slot="C", operator="third")
+        raise RuntimeError("the batch rolls back")
+    with store.batch():
+        store.record_step(unit, Step.PROVE_POSSESSION, ok=True, duration_ms=1.0)
+    steps = [e for e in store.events(unit_id=unit) if e.kind == "step"]
+    assert [e.operator for e in steps] == ["first", "second", "second"]
+    assert verify_chain(store).ok
+
+
 def test_a_failed_step_write_fails_the_whole_batch(tmp_path: Path, issuer: Issuer) -> None:
     """Disk full while a batch's events are written (they are written together, just before COMMIT):
     every write of the batch is lost, every caller of the batch is told so, issuing stops, and the
