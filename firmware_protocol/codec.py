@@ -66,27 +66,23 @@ class CobsError(ValueError):
 
 
 def cobs_encode(data: bytes) -> bytes:
-    """Consistent Overhead Byte Stuffing: the output has no 0x00 and is at most ceil(n/254) longer."""
+    """Consistent Overhead Byte Stuffing: the output has no 0x00 and is at most ceil(n/254) longer.
+
+    Works a zero-free run at a time (``bytes.split``), not a byte at a time: a 1 KiB frame costs a
+    few microseconds instead of tens. The encoding is the canonical one of PROTOCOL.md 2.2."""
     out = bytearray()
-    block = bytearray()
-    need_final = True
-    for b in data:
-        if b == 0:
-            out.append(len(block) + 1)
-            out += block
-            block.clear()
-            need_final = True
-        else:
-            block.append(b)
-            need_final = True
-            if len(block) == 254:
-                out.append(0xFF)
-                out += block
-                block.clear()
-                need_final = False
-    if need_final:
-        out.append(len(block) + 1)
-        out += block
+    runs = data.split(b"\x00")
+    last = len(runs) - 1
+    for index, run in enumerate(runs):
+        start, end = 0, len(run)
+        while end - start >= 254:  # a full block: 0xFF, 254 bytes, no implied zero
+            out.append(0xFF)
+            out += run[start : start + 254]
+            start += 254
+        if index == last and start == end and start > 0:
+            break  # the data ended right after a full block: no final block
+        out.append(end - start + 1)  # its implied zero is the separator (none after the last run)
+        out += run[start:end]
     return bytes(out)
 
 

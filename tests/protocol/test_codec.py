@@ -52,6 +52,34 @@ def test_cobs_round_trip_has_no_zero_and_bounded_overhead(data: bytes) -> None:
     assert cobs_decode(enc) == data
 
 
+def _cobs_reference(data: bytes) -> bytes:
+    """PROTOCOL.md 2.2 read literally, a byte at a time (what a device's C loop does)."""
+    out, block, need_final = bytearray(), bytearray(), True
+    for b in data:
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block.clear()
+            need_final = True
+        else:
+            block.append(b)
+            need_final = True
+            if len(block) == 254:
+                out += b"\xff" + block
+                block.clear()
+                need_final = False
+    if need_final:
+        out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+@FAST
+@given(st.lists(st.sampled_from([b"\x00", b"\x01", b"\xff" * 253, b"\x07" * 254, b"\x09" * 255]),
+                max_size=8).map(b"".join) | st.binary(max_size=1100))
+def test_cobs_encoding_is_the_canonical_one(data: bytes) -> None:
+    """Runs of exactly 253/254/255 bytes next to zeros and the end are where encoders differ."""
+    assert cobs_encode(data) == _cobs_reference(data)
+
+
 @FAST
 @given(st.binary(max_size=300))
 def test_cobs_decode_only_raises_cobs_error(data: bytes) -> None:
