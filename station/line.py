@@ -68,10 +68,11 @@ class AuditWriter:
     """
 
     def __init__(self, store: AuditStore, *, name: str = "audit-writer", max_batch: int = 256,
-                 linger_s: float = 0.05) -> None:
+                 linger_s: float = 0.05, hold_s: float = 0.001) -> None:
         self._store = store
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._hold_s = hold_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._failed: dict[int, BaseException] = {}
         self._outstanding: dict[int, int] = {}
@@ -92,8 +93,10 @@ class AuditWriter:
         Calls run the moment they are taken, so the step events a slot queues while it talks to its
         device are already in the transaction when the slot's next awaited call arrives: that call
         costs its slot only its own statements and the COMMIT. The batch commits once it holds an
-        awaited call and the queue is empty, after ``max_batch`` calls, or when a batch nobody waits
-        for has lingered ``linger_s`` for company. Returns whether the writer was asked to stop.
+        awaited call and the queue is empty or ``hold_s`` has passed since that call came (under
+        load the queue is never empty: calls keep arriving), after ``max_batch`` calls, or when a
+        batch nobody waits for has been open ``linger_s``. Returns whether the writer was asked to
+        stop.
         """
         batch = getattr(self._store, "batch", None)
         done: list[tuple[Future[Any], bool, Any]] = []
@@ -102,9 +105,11 @@ class AuditWriter:
             with batch() if callable(batch) else contextlib.nullcontext():
                 item: _Item | None = first
                 awaited = False
-                deadline: float | None = None
+                deadline = time.monotonic() + self._linger_s
                 while item is not None:
-                    awaited = awaited or item.awaited
+                    if item.awaited and not awaited:
+                        awaited = True
+                        deadline = min(deadline, time.monotonic() + self._hold_s)
                     if item.done.set_running_or_notify_cancel():
                         try:
                             result = item.call()
@@ -135,16 +140,15 @@ class AuditWriter:
                 future.set_exception(value)
         return stopping
 
-    def _next(self, awaited: bool, deadline: float | None) -> tuple[_Item | None, float | None]:
+    def _next(self, awaited: bool, deadline: float) -> tuple[_Item | None, float]:
         """The next queued call for this batch, or None to commit now (deadline ``_STOP``: stop)."""
+        now = time.monotonic()
+        if now >= deadline:
+            return None, deadline
         try:
             item = self._queue.get_nowait()
         except queue.Empty:
             if awaited:
-                return None, deadline
-            now = time.monotonic()
-            deadline = deadline if deadline is not None else now + self._linger_s
-            if now >= deadline:
                 return None, deadline
             try:
                 item = self._queue.get(timeout=deadline - now)
@@ -160,9 +164,7 @@ class AuditWriter:
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         future: Future[T] = Future()
         self._queue.put(_Item(call, future, True))
-        result = future.result()
-        self._raise_deferred()
-        return result
+        return self._outcome(future)
 
     def _call_early(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the writer; return its result as soon as it ran, before the commit.
@@ -174,7 +176,20 @@ class AuditWriter:
         self._raise_deferred()
         early: Future[T] = Future()
         self._queue.put(_Item(call, self._tracked(), False, early))
-        return early.result()
+        return self._outcome(early)
+
+    def _outcome(self, future: Future[T]) -> T:
+        """The call's result; but if an earlier call of this thread failed to commit, that failure.
+
+        It is the cause: a call that ran after it may fail only because the earlier rows are gone
+        (an unknown unit id), and it comes first in the log order either way."""
+        try:
+            result = future.result()
+        except BaseException:
+            self._raise_deferred()
+            raise
+        self._raise_deferred()
+        return result
 
     def _post(self, call: Callable[[], None]) -> None:
         """Queue a call nobody waits for; its failure surfaces on this thread's next call."""

@@ -9,7 +9,9 @@ commit them is raised by that call.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,39 @@ def test_slots_share_commits(sqlite_store: SqlAuditStore, issuer: Issuer) -> Non
     assert not errors
     assert len(commits) < 3 * 40, "40 units through one writer must share commits"
     assert verify_chain(sqlite_store).ok
+
+
+class _FailingCommit:
+    """The real store, whose next group commit fails (rolled back, nothing durable)."""
+
+    def __init__(self, store: SqlAuditStore) -> None:
+        self._store = store
+        self.fail_next = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._store.batch():
+            yield
+            if self.fail_next:
+                self.fail_next = False
+                time.sleep(0.1)  # a slow, failing fsync: the early reply is long back by now
+                raise AuditWriteFailed("disk full (simulated)")
+
+
+def test_a_call_after_a_failed_early_reply_reports_that_failure(sqlite_store: SqlAuditStore) -> None:
+    """start_unit replied, then its commit failed: the slot's next call, queued before the failure
+    was known, raises that failure, never the 'unknown unit' its own statements then hit."""
+    failing = _FailingCommit(sqlite_store)
+    writer = AuditWriter(failing, linger_s=0.0)  # type: ignore[arg-type]
+    try:
+        failing.fail_next = True
+        unit = writer.start_unit(work_order=WO, station=STATION, slot="1", operator="op",
+                                 hardware_id="hw-1")  # replies while its commit is still running
+        with pytest.raises(AuditWriteFailed, match="disk full"):
+            writer.next_unit_serial(unit)  # queued before the failure was known; runs after it
+        assert sqlite_store.get_unit(unit) is None
+    finally:
+        writer.close()
