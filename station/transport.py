@@ -39,6 +39,7 @@ import contextlib
 import errno
 import logging
 import secrets
+import select
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -203,6 +204,18 @@ class _Port(Protocol):
     def reset_input_buffer(self) -> None: ...
 
 
+def _fileno(ser: _Port) -> int | None:
+    """The port's descriptor, or None for a pyserial URL handler that has none."""
+    fileno = getattr(ser, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+    except (AttributeError, OSError, ValueError, serial.SerialException):
+        return None
+    return fd if isinstance(fd, int) else None
+
+
 class SerialDeviceLink:
     """A :class:`station.ports.DeviceLink` over a serial port (or any pyserial URL, e.g. ``loop://``).
 
@@ -225,6 +238,7 @@ class SerialDeviceLink:
         self.policy = policy or LinkPolicy()
         self._conn = self._new_connection()
         self._ser: _Port | None = None
+        self._fd: int | None = None
         self._request: MessageType | None = None
         with self._translate(None):
             ser = cast(_Port, serial.serial_for_url(
@@ -234,6 +248,9 @@ class SerialDeviceLink:
             ser.rts = rts
             ser.open()
             self._ser = ser
+            self._fd = _fileno(ser)
+            if self._fd is not None:
+                ser.timeout = 0  # reads take what has arrived; select() does the waiting
         log.debug("opened %s (slot %s)", port, slot)
 
     @staticmethod
@@ -352,8 +369,7 @@ class SerialDeviceLink:
                 ser.write(self._conn.resend())
                 deadline = time.monotonic() + timeout
                 continue
-            ser.timeout = left
-            chunk = ser.read(min(max(ser.in_waiting, 1), READ_CHUNK))
+            chunk = self._read(ser, left)
             if not chunk:
                 continue  # read timeout: the loop head decides
             self._conn.receive_data(chunk)
@@ -381,6 +397,26 @@ class SerialDeviceLink:
                     raise _Refused(event)
                 log.debug("%s <- %r", self.port, event)
                 return event
+
+    def _read(self, ser: _Port, timeout: float) -> bytes:
+        """What has arrived, waiting up to ``timeout`` for the first byte; b"" if nothing came.
+
+        On a real port the wait is a select() on its descriptor and the read takes everything that
+        is there: one system call for the wait and one for the data, where pyserial's own timeout
+        would reprogram the port (tcsetattr) before every read and fetch the first byte alone.
+        Ports without a descriptor (pyserial URLs such as ``loop://``) use pyserial's timeout.
+        """
+        fd = self._fd
+        if fd is None:
+            ser.timeout = timeout
+            return ser.read(min(max(ser.in_waiting, 1), READ_CHUNK))
+        waiting = ser.in_waiting
+        if not waiting:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return b""
+            waiting = ser.in_waiting or 1  # readable with nothing waiting: a hang-up, read says so
+        return ser.read(min(waiting, READ_CHUNK))
 
     @contextlib.contextmanager
     def _translate(self, msg_type: MessageType | None) -> Iterator[None]:
