@@ -95,8 +95,8 @@ def _opener(port: str, slot: str, intervals: Intervals | None) -> Callable[[], D
     def open_link() -> DeviceLink:
         link = SerialDeviceLink(port, baudrate=BAUD, slot=slot)
         if intervals is not None:  # time blocked in reads = waiting for the device and the pty
-            ser = getattr(link, "_ser")  # noqa: B009 - bench-only timing hook
-            ser.read = intervals.wrap("wait", ser.read)
+            read = getattr(link, "_read")  # noqa: B009 - bench-only timing hook
+            setattr(link, "_read", intervals.wrap("wait", read))  # noqa: B010
         return link
     return open_link
 
