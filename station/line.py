@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,12 +34,13 @@ class _Item:
     """A queued call."""
 
     call: Callable[[], Any]
-    done: Future[Any]
-    """Resolved when the transaction holding the call has committed (or has failed)."""
-    awaited: bool
-    """A caller waits for ``done``: the batch commits as soon as the queue is empty."""
+    done: Future[Any] | None
+    """For a durable call: resolved when the transaction holding it has committed (or failed)."""
     early: Future[Any] | None = None
     """Resolved with the call's result as soon as it ran, before the commit (early reply)."""
+    owner: int | None = None
+    """For a call nobody waits to commit (step event, early reply): the thread that queued it, whose
+    outstanding count the batch settles when it commits, and which hears if it failed."""
 
 _STOP: float = -1.0
 """What :meth:`AuditWriter._next` returns as the deadline when it took the stop marker."""
@@ -100,6 +101,9 @@ class AuditWriter:
         """
         batch = getattr(self._store, "batch", None)
         done: list[tuple[Future[Any], bool, Any]] = []
+        owners: list[int] = []
+        failures: dict[int, BaseException] = {}
+        taken = 0
         stopping = False
         try:
             with batch() if callable(batch) else contextlib.nullcontext():
@@ -107,38 +111,52 @@ class AuditWriter:
                 awaited = False
                 deadline = time.monotonic() + self._linger_s
                 while item is not None:
-                    if item.awaited and not awaited:
+                    taken += 1
+                    if item.done is not None and not awaited:
                         awaited = True
                         deadline = min(deadline, time.monotonic() + self._hold_s)
-                    if item.done.set_running_or_notify_cancel():
-                        try:
-                            result = item.call()
-                        except BaseException as exc:
-                            if item.early is None:
-                                done.append((item.done, False, exc))
-                            else:  # a refusal: its caller hears it now; the batch goes on
-                                item.early.set_exception(exc)
-                                done.append((item.done, True, None))
-                        else:
-                            if item.early is not None:
-                                item.early.set_result(result)
-                            done.append((item.done, True, result))
-                    if len(done) >= self._max_batch:
+                    self._run_item(item, done, owners, failures)
+                    if taken >= self._max_batch:
                         break
                     item, deadline = self._next(awaited, deadline)
                     stopping = item is None and deadline == _STOP
         except BaseException as exc:  # the COMMIT failed: nothing of this batch is durable
             error = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(
                 f"audit commit failed: {exc}", code="audit_commit_failed")
+            self._settle(owners, dict.fromkeys(owners, error))
             for future, _, _ in done:
                 future.set_exception(error)
             return stopping
+        self._settle(owners, failures)
         for future, ok, value in done:
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
         return stopping
+
+    @staticmethod
+    def _run_item(item: _Item, done: list[tuple[Future[Any], bool, Any]], owners: list[int],
+                  failures: dict[int, BaseException]) -> None:
+        """Run one call in the open transaction; record how its caller is to hear of it."""
+        if item.done is not None and not item.done.set_running_or_notify_cancel():
+            return
+        if item.owner is not None:
+            owners.append(item.owner)
+        try:
+            result = item.call()
+        except BaseException as exc:
+            if item.done is not None:
+                done.append((item.done, False, exc))
+            elif item.early is not None:  # a refusal: its caller hears it now; the batch goes on
+                item.early.set_exception(exc)
+            elif item.owner is not None:  # a step event: its thread's next call raises this
+                failures.setdefault(item.owner, exc)
+            return
+        if item.early is not None:
+            item.early.set_result(result)
+        if item.done is not None:
+            done.append((item.done, True, result))
 
     def _next(self, awaited: bool, deadline: float) -> tuple[_Item | None, float]:
         """The next queued call for this batch, or None to commit now (deadline ``_STOP``: stop)."""
@@ -163,7 +181,7 @@ class AuditWriter:
         if not self._thread.is_alive():
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         future: Future[T] = Future()
-        self._queue.put(_Item(call, future, True))
+        self._queue.put(_Item(call, future))
         return self._outcome(future)
 
     def _call_early(self, call: Callable[[], T]) -> T:
@@ -175,7 +193,7 @@ class AuditWriter:
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         self._raise_deferred()
         early: Future[T] = Future()
-        self._queue.put(_Item(call, self._tracked(), False, early))
+        self._queue.put(_Item(call, None, early, self._tracked()))
         return self._outcome(early)
 
     def _outcome(self, future: Future[T]) -> T:
@@ -196,26 +214,27 @@ class AuditWriter:
         if not self._thread.is_alive():
             raise AuditWriteFailed("the audit writer has stopped", code="audit_writer_stopped")
         self._raise_deferred()
-        self._queue.put(_Item(call, self._tracked(), False))
+        self._queue.put(_Item(call, None, None, self._tracked()))
 
-    def _tracked(self) -> Future[Any]:
-        """A commit future counted as outstanding for this thread until it resolves."""
+    def _tracked(self) -> int:
+        """Count one more call of this thread as outstanding (until its batch settles it)."""
         owner = threading.get_ident()
-        future: Future[Any] = Future()
         with self._failed_lock:
             self._outstanding[owner] = self._outstanding.get(owner, 0) + 1
-        future.add_done_callback(lambda f: self._settle(owner, f))
-        return future
+        return owner
 
-    def _settle(self, owner: int, future: Future[Any]) -> None:
-        exc = future.exception()
+    def _settle(self, owners: list[int], failures: Mapping[int, BaseException]) -> None:
+        """After a batch: its untracked calls are no longer outstanding; note their failures."""
+        if not owners and not failures:
+            return
         with self._failed_lock:
-            left = self._outstanding.get(owner, 1) - 1
-            if left:
-                self._outstanding[owner] = left
-            else:
-                self._outstanding.pop(owner, None)
-            if exc is not None:
+            for owner in owners:
+                left = self._outstanding.get(owner, 1) - 1
+                if left:
+                    self._outstanding[owner] = left
+                else:
+                    self._outstanding.pop(owner, None)
+            for owner, exc in failures.items():
                 self._failed.setdefault(owner, exc)
 
     def _raise_deferred(self) -> None:

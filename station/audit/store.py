@@ -957,10 +957,22 @@ class SqlAuditStore:
         for name, value in cls._failed_values(step, code, message).items():
             setattr(unit, name, value)
 
+    def _lookup(self, statement: DriverStatement, params: Mapping[str, Any]) -> Any | None:
+        """One single-statement read: the first row or None.
+
+        Inside a batch it reads the batch's transaction (it must see the writes before it).
+        Otherwise it borrows a pooled connection and runs the one statement on the driver with no
+        explicit BEGIN (a single SELECT is consistent on its own; on PostgreSQL the driver's
+        implicit transaction ends when the connection goes back to the pool): a slot's lookups cost
+        it no Session and no transaction bookkeeping."""
+        if getattr(self._batch, "session", None) is not None:
+            with self._read() as s:
+                return statement.first(_connection(s), params)
+        with self._reader.connect() as conn:
+            return statement.first(conn, params)
+
     def is_key_known(self, public_key_sha256: str) -> bool:
-        with self._read() as s:
-            found = _KEY_KNOWN.first(_connection(s), {"fp": public_key_sha256.lower()})
-            return found is not None
+        return self._lookup(_KEY_KNOWN, {"fp": public_key_sha256.lower()}) is not None
 
     def issued_certificate_for(self, hardware_id: str) -> UnitRecord | None:
         """The latest certificate of this hardware id if it is issued but not installed.
@@ -968,8 +980,7 @@ class SqlAuditStore:
         That is a unit in ``issued``, or ``failed`` at ``write_cert`` (the write was never
         acknowledged). Re-send it with :meth:`resume_unit`; never sign a second time.
         """
-        with self._read() as s:
-            row = _ISSUED_FOR.first(_connection(s), {"hardware_id": hardware_id})
+        row = self._lookup(_ISSUED_FOR, {"hardware_id": hardware_id})
         if row is None:
             return None
         resumable = row.status == UnitStatus.ISSUED or (
