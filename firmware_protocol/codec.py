@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from firmware_protocol.constants import (
     CRC_SIZE,
@@ -51,9 +51,28 @@ def _crc32c_table() -> tuple[int, ...]:
 _CRC32C_TABLE: Final = _crc32c_table()
 """Reflected CRC-32C (Castagnoli, polynomial 0x1EDC6F41) lookup table."""
 
+try:  # the C implementation only: google-crc32c's own pure-Python fallback is no faster than ours
+    import google_crc32c as _google_crc32c
+except ImportError:  # pragma: no cover - it is a dependency; the protocol still works without it
+    _fast_crc32c: Any = None
+else:
+    _fast_crc32c = _google_crc32c if _google_crc32c.implementation == "c" else None
+
 
 def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C: reflected, init 0xFFFFFFFF, xorout 0xFFFFFFFF; crc32c(b"123456789") == 0xE3069283."""
+    """CRC-32C: reflected, init 0xFFFFFFFF, xorout 0xFFFFFFFF; crc32c(b"123456789") == 0xE3069283.
+
+    ``crc`` continues an earlier result over more data. Computed by ``google-crc32c``'s C code
+    (hardware CRC32 instructions where the CPU has them) when it is installed: 0.1 us a KiB where
+    the table loop below takes 80; :func:`crc32c_table_driven` otherwise (and for comparison).
+    """
+    if _fast_crc32c is not None:
+        return int(_fast_crc32c.extend(crc, data))
+    return crc32c_table_driven(data, crc)
+
+
+def crc32c_table_driven(data: bytes, crc: int = 0) -> int:
+    """:func:`crc32c` as a device computes it without a CRC unit: one table lookup a byte."""
     c = crc ^ 0xFFFFFFFF
     table = _CRC32C_TABLE
     for b in data:

@@ -16,6 +16,7 @@ from firmware_protocol.codec import (
     cobs_decode,
     cobs_encode,
     crc32c,
+    crc32c_table_driven,
     parse_raw_frame,
 )
 from firmware_protocol.constants import MAX_ENCODED_FRAME, MAX_PAYLOAD
@@ -41,6 +42,22 @@ def drain(decoder: FrameDecoder) -> list[Frame | ev.FrameDropped]:
 
 def test_crc32c_check_value() -> None:
     assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c_table_driven(b"123456789") == 0xE3069283
+
+
+def test_crc32c_uses_the_c_implementation() -> None:
+    """google-crc32c is a dependency: the station must not fall back to the Python loop unnoticed."""
+    import firmware_protocol.codec as codec
+
+    assert codec._fast_crc32c is not None
+
+
+@FAST
+@given(st.binary(max_size=2100), st.integers(0, 0xFFFFFFFF))
+def test_crc32c_library_and_table_agree(data: bytes, start: int) -> None:
+    assert crc32c(data, start) == crc32c_table_driven(data, start)
+    half = len(data) // 2
+    assert crc32c(data[half:], crc32c(data[:half])) == crc32c(data)
 
 
 @FAST
