@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import secrets
 import select
 import time
@@ -352,7 +353,7 @@ class SerialDeviceLink:
         policy = self.policy
         timeout = policy.timeout_for(request.MSG_TYPE)
         ser.reset_input_buffer()  # late replays of earlier requests are of no use now
-        ser.write(self._conn.send(request))
+        self._write(ser, self._conn.send(request))
         log.debug("%s -> %r", self.port, request)
         attempts, bad, oversize = 1, 0, 0
         deadline = time.monotonic() + timeout
@@ -366,7 +367,7 @@ class SerialDeviceLink:
                                    f"of {timeout:.2f}s")
                 attempts += 1
                 log.info("%s: retrying %s (attempt %d)", self.port, request.MSG_TYPE.name, attempts)
-                ser.write(self._conn.resend())
+                self._write(ser, self._conn.resend())
                 deadline = time.monotonic() + timeout
                 continue
             chunk = self._read(ser, left)
@@ -401,22 +402,41 @@ class SerialDeviceLink:
     def _read(self, ser: _Port, timeout: float) -> bytes:
         """What has arrived, waiting up to ``timeout`` for the first byte; b"" if nothing came.
 
-        On a real port the wait is a select() on its descriptor and the read takes everything that
-        is there: one system call for the wait and one for the data, where pyserial's own timeout
-        would reprogram the port (tcsetattr) before every read and fetch the first byte alone.
-        Ports without a descriptor (pyserial URLs such as ``loop://``) use pyserial's timeout.
+        On a real port: one select() and one read() on its (non-blocking) descriptor. Through
+        pyserial's read, each wait reprogrammed the port (tcsetattr, when the timeout changes), asked
+        for the bytes waiting (ioctl) and selected again: five system calls where two do, each one a
+        release and re-acquisition of the interpreter lock that 16 slot threads and the audit writer
+        share. Ports without a descriptor (pyserial URLs such as ``loop://``) use pyserial's read.
         """
         fd = self._fd
         if fd is None:
             ser.timeout = timeout
             return ser.read(min(max(ser.in_waiting, 1), READ_CHUNK))
-        waiting = ser.in_waiting
-        if not waiting:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                return b""
-            waiting = ser.in_waiting or 1  # readable with nothing waiting: a hang-up, read says so
-        return ser.read(min(waiting, READ_CHUNK))
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        if not data:  # readable but empty: the USB adapter or the pty went away
+            raise serial.SerialException("device reports readiness to read but returned no data "
+                                         "(device disconnected?)")
+        return data
+
+    def _write(self, ser: _Port, data: bytes) -> None:
+        """Write a frame: straight to the descriptor when it takes it all (it nearly always does),
+        through pyserial's write (which waits for room, up to its write timeout) for the rest."""
+        fd = self._fd
+        if fd is not None:
+            try:
+                written = os.write(fd, data)
+            except BlockingIOError:
+                written = 0
+            if written == len(data):
+                return
+            data = data[written:]
+        ser.write(data)
 
     @contextlib.contextmanager
     def _translate(self, msg_type: MessageType | None) -> Iterator[None]:
