@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -50,7 +51,10 @@ class Base(DeclarativeBase):
 
 
 class WorkOrderRow(Base):
-    """A work order as first seen by the store; ``next_seq`` hands out unit serials, never reused."""
+    """A work order as first seen by the store.
+
+    ``next_seq`` is where its series stood when the work order was recorded; the serials themselves
+    come from its :class:`SerialSeriesRow`, which work orders of one product and format share."""
 
     __tablename__ = "work_orders"
 
@@ -69,6 +73,20 @@ class WorkOrderRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (CheckConstraint("quantity >= 0", name="quantity_nonneg"),)
+
+
+class SerialSeriesRow(Base):
+    """One numbering space for unit serials: a product and a serial format, shared by every work
+    order that uses them, so two of them running at once never hand out the same serial."""
+
+    __tablename__ = "serial_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product: Mapped[str] = mapped_column(String(128))
+    serial_format: Mapped[str] = mapped_column(String(128))
+    next_seq: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("product", "serial_format"),)
 
 
 class OperatorRow(Base):

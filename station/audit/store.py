@@ -44,6 +44,7 @@ from station.audit.models import (
     ChainHeadRow,
     EventRow,
     OperatorRow,
+    SerialSeriesRow,
     UnitRow,
     WorkOrderRow,
 )
@@ -131,11 +132,16 @@ _ISSUED_FOR: Final = DriverStatement(
 )
 _INSERT_WORK_ORDER: Final = DriverStatement(insert(_WORK_ORDERS).returning(_WORK_ORDERS.c.id),
                                             varying_columns=True)
-_SERIES_NEXT_SEQ: Final = DriverStatement(select(func.max(_WORK_ORDERS.c.next_seq)).where(
-    _WORK_ORDERS.c.serial_format == bindparam("serial_format"),
-    _WORK_ORDERS.c.product == bindparam("product")))
-_UPDATE_NEXT_SEQ: Final = DriverStatement(
-    update(_WORK_ORDERS).where(_WORK_ORDERS.c.id == bindparam("wo_id")), varying_columns=True)
+_SERIES: Final = cast(Table, SerialSeriesRow.__table__)
+_SERIES_WHERE: Final = (_SERIES.c.product == bindparam("product"),
+                        _SERIES.c.serial_format == bindparam("serial_format"))
+_LOCK_SERIES: Final = DriverStatement(
+    select(_SERIES.c.id, _SERIES.c.next_seq).where(*_SERIES_WHERE).with_for_update())
+_INSERT_SERIES: Final = DriverStatement(insert(_SERIES), varying_columns=True)
+_UPDATE_SERIES: Final = DriverStatement(
+    update(_SERIES).where(_SERIES.c.id == bindparam("series_id")), varying_columns=True)
+_WORK_ORDER_BY_ID: Final = DriverStatement(
+    _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")))
 
 _UnitRow = Any
 """A row of :data:`_SELECT_UNIT` (a named tuple from :class:`DriverStatement`): the unit's columns,
@@ -749,13 +755,17 @@ class SqlAuditStore:
     def _create_work_order(self, s: Session, wo: WorkOrder, operator: str | None) -> _WorkOrderRef:
         commissioning = json.dumps(redact_commissioning(wo.commissioning), sort_keys=True)
         conn = _connection(s)
-        # A serial format is one numbering space across work orders: the next work order of
-        # the same product continues the series instead of reusing serials.
-        found = _SERIES_NEXT_SEQ.one(conn, {"serial_format": wo.serial_format, "product": wo.product})
+        # A product's serial format is one numbering space (serial_series) shared by its work
+        # orders: a new one continues the series, and two at once never hand out the same serial.
+        series = {"product": wo.product, "serial_format": wo.serial_format}
+        found = _LOCK_SERIES.first(conn, series)
+        if found is None:
+            _INSERT_SERIES.execute(conn, {**series, "next_seq": 1})
         wo_id = int(_INSERT_WORK_ORDER.one(conn, {
             "number": wo.number, "product": wo.product, "profile": wo.profile, "quantity": wo.quantity,
             "serial_format": wo.serial_format, "commissioning_json": commissioning,
-            "next_seq": found[0] or 1, "station": self.station_id, "created_at": _now(),
+            "next_seq": found.next_seq if found is not None else 1, "station": self.station_id,
+            "created_at": _now(),
         }).id)
         self._append(
             s, kind="work_order_created", work_order=wo.number, operator=operator, outcome="ok",
@@ -851,14 +861,23 @@ class SqlAuditStore:
             )
 
     def next_unit_serial(self, unit_id: int) -> str:
-        """Reserve the unit's serial from the work order's counter (never reused, even after failure)."""
+        """Reserve the unit's serial from its series' counter (never reused, even after failure).
+
+        The series (product and serial format) is locked, so work orders of one product running
+        at once, on this station or others sharing the database, take turns on one counter."""
         with self._write("next_unit_serial", unit_id=unit_id) as s:
             unit = self._unit_row(s, unit_id)
             if unit.serial_number is not None:
                 return str(unit.serial_number)
             conn = _connection(s)
-            wo = _LOCK_WORK_ORDER.one(conn, {"wo_id": unit.work_order_id})
-            seq = int(wo.next_seq)
+            wo = _WORK_ORDER_BY_ID.one(conn, {"wo_id": unit.work_order_id})
+            series = _LOCK_SERIES.first(conn, {"product": wo.product, "serial_format": wo.serial_format})
+            if series is None:  # a work order recorded by a station from before serial series
+                _INSERT_SERIES.execute(conn, {"product": wo.product, "serial_format": wo.serial_format,
+                                              "next_seq": wo.next_seq})
+                series = _LOCK_SERIES.one(conn, {"product": wo.product,
+                                                 "serial_format": wo.serial_format})
+            seq = int(series.next_seq)
             try:
                 serial = str(wo.serial_format).format(
                     product=wo.product, seq=seq, work_order=wo.number, station=self.station_id
@@ -867,7 +886,7 @@ class SqlAuditStore:
                 raise ConfigError(
                     f"work order serial format {wo.serial_format!r} is invalid: {exc}", work_order=wo.number
                 ) from exc
-            _UPDATE_NEXT_SEQ.execute(conn, {"wo_id": wo.id, "next_seq": seq + 1})
+            _UPDATE_SERIES.execute(conn, {"series_id": series.id, "next_seq": seq + 1})
             self._update_unit(s, unit_id, serial_number=serial)  # the unique index speaks here
             self._append(
                 s, kind="serial_reserved", unit_id=unit_id, work_order=wo.number, operator=unit.operator,

@@ -405,6 +405,12 @@ def seed_database(
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("UPDATE work_orders SET consumed = (SELECT count(*) FROM units WHERE "
                      "units.work_order_id = work_orders.id AND units.intent_at IS NOT NULL)")
+        # ... and each serial series where its work orders left it.
+        conn.execute("INSERT INTO serial_series (product, serial_format, next_seq) "
+                     "SELECT product, serial_format, max(next_seq) FROM work_orders WHERE true "
+                     "GROUP BY product, serial_format "
+                     "ON CONFLICT (product, serial_format) DO UPDATE "
+                     "SET next_seq = max(serial_series.next_seq, excluded.next_seq)")
         conn.execute("COMMIT")
         # full statistics: sampled ones (analysis_limit) led SQLite to scan the table for a search
         conn.execute("ANALYZE")

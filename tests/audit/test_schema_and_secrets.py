@@ -98,12 +98,14 @@ def test_database_from_a_newer_station_is_refused(tmp_path: Path) -> None:
 
 
 def test_quota_counter_migration_counts_existing_intents(db_url: str, issuer: Issuer) -> None:
-    """Migration 0003 starts each work order's counter at the number of its units with an intent."""
+    """Migrations 0003 and 0004, down and up again: each work order's quota counter starts at the
+    number of its units with an intent, and its serial series where its serials stood."""
     store = open_audit_store(db_url, station_id=STATION)
     wo = WorkOrder(number="WO-Q", product="SENSOR", profile="matter-dac", quantity=5)
     for i in range(3):
         unit = store.start_unit(work_order=wo, station=STATION, slot="A", operator="t",
                                 hardware_id=f"hw-{i}")
+        store.next_unit_serial(unit)
         if i < 2:
             store.record_intent(unit, issuer.prepare()[0])
     cfg = Config()
@@ -116,6 +118,10 @@ def test_quota_counter_migration_counts_existing_intents(db_url: str, issuer: Is
     try:
         counts = again.work_order_counts("WO-Q")
         assert counts is not None and counts.consumed == 2 and counts.remaining == 3
+        # 0004 on the way back and up again: the serial series goes on where it stood.
+        unit = again.start_unit(work_order=wo, station=STATION, slot="A", operator="t",
+                                hardware_id="hw-3")
+        assert again.next_unit_serial(unit) == "SENSOR-000004"
         assert verify_chain(again).ok
     finally:
         again.close()

@@ -265,3 +265,18 @@ def test_a_new_work_order_continues_the_serial_series(tmp_path: Path) -> None:
             serials.append(store.next_unit_serial(unit))
     store.close()
     assert serials == ["LAMP-0001", "LAMP-0002", "LAMP-0003", "LAMP-0004"]
+
+
+def test_work_orders_of_one_product_running_at_once_share_the_serial_series(store: SqlAuditStore) -> None:
+    """Two work orders of the same product and serial format, units interleaved (two lines or two
+    stations on one database): every serial once, in order of reservation."""
+    orders = [WorkOrder(number=n, product="lamp", profile="tls-client", quantity=10,
+                        serial_format="LAMP-{seq:04d}") for n in ("WO-A", "WO-B")]
+    serials = []
+    for i in range(6):
+        wo = orders[i % 2]
+        unit = store.start_unit(work_order=wo, station="s", slot=str(i % 2), operator="o",
+                                hardware_id=f"hw-{i}")
+        serials.append(store.next_unit_serial(unit))
+    assert serials == [f"LAMP-{n:04d}" for n in range(1, 7)]
+    assert verify_chain(store).ok
