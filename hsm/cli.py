@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hsm.ca import CA_CERT_FILE, ca_csr, ca_status, import_chain, load_chain, self_signed_ca
 from hsm.errors import HsmError
-from hsm.keys import CURVES, CaKey, generate_ca_key
+from hsm.keys import CURVES, CaKey, audit_key_label, generate_ca_key
 from hsm.pin import pin_source_from_spec
 from hsm.token import SOFTHSM_MODULE, TokenSession, TokenSpec, open_token
 
@@ -65,6 +65,10 @@ def register(subparsers: Any) -> None:
     imp.add_argument("--to-token", action="store_true", help="also store the CA certificate in the token")
     imp.set_defaults(func=_cmd_import)
 
+    audit = sub.add_parser("audit-key", help="create the audit checkpoint key next to the CA key")
+    _common(audit)
+    audit.set_defaults(func=_cmd_audit_key)
+
     status = sub.add_parser("status", help="token, key and certificate status")
     _common(status)
     status.add_argument("--allow-unsafe-key", action="store_true", help=argparse.SUPPRESS)
@@ -101,6 +105,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     def body(token: TokenSession) -> int:
         subject = _name(args.subject)
         generate_ca_key(token, label=args.key_label, key_id=secrets.token_bytes(8), algorithm=args.algorithm)
+        generate_ca_key(token, label=audit_key_label(args.key_label), key_id=secrets.token_bytes(8))
         key = CaKey(token, label=args.key_label)
         if args.self_signed:
             cert = self_signed_ca(key, subject, days=args.days)
@@ -110,6 +115,18 @@ def _cmd_init(args: argparse.Namespace) -> int:
             request = ca_csr(key, subject)
             args.csr_out.write_bytes(request.public_bytes(serialization.Encoding.PEM))
             print(f"created key {args.key_label!r}; CSR for the offline root in {args.csr_out}")
+        return 0
+
+    return _run(args, body)
+
+
+def _cmd_audit_key(args: argparse.Namespace) -> int:
+    """For tokens made before audit checkpoints: add the P-256 key that signs them."""
+    def body(token: TokenSession) -> int:
+        label = audit_key_label(args.key_label)
+        generate_ca_key(token, label=label, key_id=secrets.token_bytes(8))
+        key = CaKey(token, label=label)
+        print(f"created audit checkpoint key {label!r} ({key.key_type}, sensitive, non-extractable)")
         return 0
 
     return _run(args, body)

@@ -29,6 +29,18 @@ from hsm.token import TokenSession
 
 log = logging.getLogger(__name__)
 
+AUDIT_KEY_SUFFIX: Final = "-audit"
+"""The audit checkpoint key sits next to the CA key in the token, labelled ``<CA key label>-audit``.
+
+A separate key: the CA key only ever signs certificates (a checkpoint signed by it would be a
+signature of the CA over bytes that are not a certificate), and the audit key can be rotated or
+kept on another token without touching the CA."""
+
+
+def audit_key_label(ca_key_label: str) -> str:
+    """The label of the audit checkpoint key that belongs to this CA key."""
+    return f"{ca_key_label}{AUDIT_KEY_SUFFIX}"
+
 CURVES: Final[dict[str, tuple[str, ec.EllipticCurve]]] = {
     "P-256": ("secp256r1", ec.SECP256R1()),
     "P-384": ("secp384r1", ec.SECP384R1()),

@@ -6,10 +6,10 @@
     station provision --config FILE [--operator NAME]
     station ports [--vid HEX] [--pid HEX]
     station audit verify|show|export --db DB ...
-    station ca init|csr|import-chain|status ...
+    station ca init|csr|import-chain|audit-key|status ...
     station operator add|list --db DB ...
 
-Admin commands (``ca init|csr|import-chain``, ``operator add``) name the acting operator with
+Admin commands (``ca init|csr|import-chain|audit-key``, ``operator add``) name the acting operator with
 ``--as BADGE`` (or STATION_OPERATOR) and the station's audit database (``--station-db`` or
 STATION_DB; ``operator`` uses its own ``--db``); the role check and its outcome are in the audit log.
 
@@ -128,6 +128,7 @@ _ADMIN_COMMANDS: dict[tuple[str, str], str] = {
     ("ca", "init"): "manage_ca",
     ("ca", "csr"): "manage_ca",
     ("ca", "import-chain"): "manage_ca",
+    ("ca", "audit-key"): "manage_ca",
     ("operator", "add"): "manage_operators",
 }
 

@@ -19,6 +19,7 @@ Build one with :meth:`HsmSigner.open`::
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,15 +28,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from hsm.ca import load_chain
-from hsm.errors import HsmConfigError, HsmError, IssuanceRefused, ProfileError
+from hsm.errors import HsmConfigError, HsmError, IssuanceRefused, KeyNotFound, ProfileError
 from hsm.issuer import Identity, Issuer
-from hsm.keys import CaKey
+from hsm.keys import CaKey, audit_key_label
 from hsm.pin import PinSource
 from hsm.profile import DEFAULT_PROFILE, Profile, load_profile
 from hsm.token import TokenSession, TokenSpec, open_token
 from station.domain import WorkOrder
 from station.errors import ConfigError, CsrRejected, SigningFailed, StationError
 from station.ports import DeviceInfo, KeyType, PreparedCertificate, SubjectRequest
+
+log = logging.getLogger(__name__)
 
 _KEY_TYPES: dict[str, KeyType] = {"p256": KeyType.P256, "p384": KeyType.P384, "ed25519": KeyType.ED25519}
 
@@ -58,10 +61,13 @@ class HsmSigner:
         *,
         token: TokenSession | None = None,
         profile_params: Mapping[str, Mapping[str, str]] | None = None,
+        audit_key: CaKey | None = None,
     ) -> None:
-        """``profile_params``: per-profile overrides, e.g. ``{"matter-dac": {"vid": "FFF1"}}``."""
+        """``profile_params``: per-profile overrides, e.g. ``{"matter-dac": {"vid": "FFF1"}}``.
+        ``audit_key``: the token's audit checkpoint key (:meth:`sign_checkpoint`), if it has one."""
         self._issuer = issuer
         self._token = token
+        self._audit_key = audit_key
         self._params = {k: dict(v) for k, v in (profile_params or {}).items()}
         self._profiles: dict[str, Profile] = {}
         self._lock = threading.Lock()
@@ -91,12 +97,34 @@ class HsmSigner:
                 key = CaKey(token, label=key_label, key_id=key_id, allow_unsafe_key=allow_unsafe_key,
                             public_key_hint=chain[0].public_key())  # type: ignore[arg-type]
                 issuer = Issuer(key, chain)
+                audit_key = _audit_key(token, key_label)
             except BaseException:
                 token.close()
                 raise
         except HsmError as exc:
             raise to_station_error(exc, step="connect") from exc
-        return cls(issuer, token=token, profile_params=profile_params)
+        return cls(issuer, token=token, profile_params=profile_params, audit_key=audit_key)
+
+    @property
+    def can_sign_checkpoints(self) -> bool:
+        """True when the token holds the audit checkpoint key."""
+        return self._audit_key is not None
+
+    def sign_checkpoint(self, message: bytes) -> tuple[bytes, bytes]:
+        """Sign an audit checkpoint in the token with the audit key (never the CA key).
+
+        Returns the ECDSA signature (DER) over SHA-256 of ``message`` and the key's
+        SubjectPublicKeyInfo (DER). Raises :class:`SigningFailed` when the token has no audit key.
+        """
+        key = self._audit_key
+        if key is None:
+            raise SigningFailed("the token has no audit checkpoint key (create it with "
+                                "`station ca audit-key`)", code="no_checkpoint_key")
+        try:
+            signature = key.sign_digest(hashlib.sha256(message).digest(), "sha256")
+        except HsmError as exc:
+            raise to_station_error(exc, step="checkpoint") from exc
+        return signature, key.public_key_der
 
     def close(self) -> None:
         """Release the shared token session (the last user logs out)."""
@@ -193,3 +221,15 @@ class HsmSigner:
     def __repr__(self) -> str:
         key: Any = self._issuer.ca_key
         return f"HsmSigner(key={key.describe()}, token={key.token.label!r})"
+
+
+def _audit_key(token: TokenSession, ca_key_label: str | None) -> CaKey | None:
+    """The audit checkpoint key next to the CA key, checked like it (sensitive, non-extractable)."""
+    if ca_key_label is None:
+        return None
+    try:
+        return CaKey(token, label=audit_key_label(ca_key_label))
+    except KeyNotFound:
+        log.warning("no audit checkpoint key %r in the token: checkpoints are off "
+                    "(create it with `station ca audit-key`)", audit_key_label(ca_key_label))
+        return None

@@ -144,3 +144,32 @@ def test_bad_pin_source_spec_does_not_echo(
     assert code == 2
     captured = capsys.readouterr()
     assert softhsm_ca.pin not in captured.err + captured.out
+
+
+def test_ca_init_makes_the_audit_key_and_audit_key_adds_it_to_an_older_token(
+    softhsm_ca: TestCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import secrets
+
+    from hsm.keys import CaKey, audit_key_label, generate_ca_key
+    from hsm.token import open_token
+
+    monkeypatch.setenv("CLI_TEST_PIN", softhsm_ca.pin)
+    common = ["--token-label", softhsm_ca.token_label, "--pin", "env:CLI_TEST_PIN"]
+    assert run(["ca", "init", *common, "--key-label", "cli-audit", "--ca-dir", str(tmp_path / "a"),
+                "--subject", "CN=Audit Test CA", "--self-signed"]) == 0
+    token = open_token(softhsm_ca.token_spec, softhsm_ca.pin_source())
+    try:
+        assert CaKey(token, label=audit_key_label("cli-audit")).attributes.sensitive
+        generate_ca_key(token, label="cli-old", key_id=secrets.token_bytes(8))  # no audit key yet
+    finally:
+        token.close()
+    old = ["--key-label", "cli-old", "--ca-dir", str(tmp_path / "old")]
+    assert run(["ca", "audit-key", *common, *old]) == 0
+    assert run(["ca", "audit-key", *common, *old]) == 1  # never a second one
+    token = open_token(softhsm_ca.token_spec, softhsm_ca.pin_source())
+    try:
+        key = CaKey(token, label=audit_key_label("cli-old"))
+        assert key.attributes.sensitive and not key.attributes.extractable
+    finally:
+        token.close()
