@@ -7,18 +7,22 @@ audit engine or serial links, so a per-unit set-up (HSM login, database connecti
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from station.audit import SqlAuditStore, open_audit_store
+from station.audit.checkpoint import Checkpoint, append_checkpoint
 from station.config import SlotConfig, StationConfig
 from station.domain import UnitRecord, WorkOrder
+from station.errors import StationError
 from station.line import AuditWriter, Line, SlotRun
 from station.ports import DeviceLink, Signer
 from station.transport import LinkPolicy, SerialDeviceLink
-from station.workflow import Provisioner, SlotJob
+from station.workflow import ProgressCallback, Provisioner, SlotJob, UnitResult
 
 __all__ = ["Station", "open_station", "open_station_from_config"]
 
@@ -54,12 +58,25 @@ class Station:
             for s in slots
         ]
 
+    checkpoints: Checkpoints | None = None
+    """Signed audit checkpoints (None when the token has no audit key)."""
+
+    _closed: bool = field(default=False, init=False, repr=False)
+
     def close(self) -> None:
-        self.writer.close()
-        self.store.close()
-        close = getattr(self.signer, "close", None)
-        if callable(close):
-            close()
+        """Commit what the writer holds, sign a last checkpoint (shift end), release the parts."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.writer.close()
+            if self.checkpoints is not None:
+                self.checkpoints.take()
+        finally:
+            self.store.close()
+            close = getattr(self.signer, "close", None)
+            if callable(close):
+                close()
 
     def __enter__(self) -> Station:
         return self
@@ -69,9 +86,74 @@ class Station:
         self.close()
 
 
+class Checkpoints:
+    """Signed checkpoints of the audit chain: every ``every`` provisioned units, and at close.
+
+    Each is recorded in the database and appended to ``path`` (the copy kept off the station) when
+    one is given. A checkpoint that cannot be made is logged and production goes on: the chain
+    itself is unaffected, and the next checkpoint covers everything before it."""
+
+    def __init__(self, store: SqlAuditStore, sign: Callable[[bytes], tuple[bytes, bytes]], *,
+                 path: Path | None, every: int) -> None:
+        self._store = store
+        self._sign = sign
+        self.path = path
+        self._every = max(1, every)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def unit_finished(self, result: UnitResult) -> None:
+        if not result.ok:
+            return
+        with self._lock:
+            self._count += 1
+            due = self._count % self._every == 0
+        if due:
+            self.take()
+
+    def take(self) -> Checkpoint | None:
+        try:
+            checkpoint = self._store.record_checkpoint(self._sign)
+            if self.path is not None:
+                append_checkpoint(self.path, checkpoint)
+        except (StationError, OSError) as exc:
+            log.error("audit checkpoint failed: %s", exc)
+            return None
+        log.info("audit checkpoint: seq %d, hash %s", checkpoint.seq, checkpoint.hash[:16])
+        return checkpoint
+
+
+class _CheckpointingProvisioner(Provisioner):
+    """The provisioner, telling the checkpoints about each finished unit."""
+
+    def __init__(self, *, checkpoints: Checkpoints | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._checkpoints = checkpoints
+
+    def provision(self, job: SlotJob, open_link: Callable[[], DeviceLink],
+                  on_progress: ProgressCallback | None = None) -> UnitResult:
+        result = super().provision(job, open_link, on_progress)
+        if self._checkpoints is not None:
+            self._checkpoints.unit_finished(result)
+        return result
+
+
+def default_checkpoint_file(database: str | Path) -> Path | None:
+    """``<file>.checkpoints`` next to a SQLite file; none for a database URL."""
+    text = str(database)
+    if "://" in text and not text.startswith("sqlite:///"):
+        return None
+    path = Path(text.removeprefix("sqlite:///"))
+    return path.with_name(path.name + ".checkpoints")
+
+
 def open_station(*, station_id: str, signer: Signer, database: str | Path,
-                 work_order: WorkOrder | None = None, lock_devices: bool = True) -> Station:
-    """Open the audit store (checked for durability), settle interrupted units, wire the workflow."""
+                 work_order: WorkOrder | None = None, lock_devices: bool = True,
+                 checkpoint_file: str | Path | None = None, checkpoint_every: int = 100) -> Station:
+    """Open the audit store (checked for durability), settle interrupted units, wire the workflow.
+
+    With a signer that holds an audit key, the chain is checkpointed every ``checkpoint_every``
+    provisioned units and at close, into ``checkpoint_file`` (default: next to a SQLite file)."""
     store = open_audit_store(database, station_id=station_id)
     try:
         interrupted = store.mark_interrupted()
@@ -83,10 +165,17 @@ def open_station(*, station_id: str, signer: Signer, database: str | Path,
     except BaseException:
         store.close()
         raise
+    checkpoints: Checkpoints | None = None
+    sign = getattr(signer, "sign_checkpoint", None)
+    if callable(sign) and getattr(signer, "can_sign_checkpoints", False):
+        path = Path(checkpoint_file) if checkpoint_file is not None else default_checkpoint_file(database)
+        checkpoints = Checkpoints(store, sign, path=path, every=checkpoint_every)
     writer = AuditWriter(store)
-    provisioner = Provisioner(signer=signer, audit=writer, lock_devices=lock_devices)
+    provisioner = _CheckpointingProvisioner(signer=signer, audit=writer, lock_devices=lock_devices,
+                                            checkpoints=checkpoints)
     return Station(station_id=station_id, signer=signer, store=store, writer=writer,
-                   provisioner=provisioner, line=Line(provisioner), interrupted=interrupted)
+                   provisioner=provisioner, line=Line(provisioner), interrupted=interrupted,
+                   checkpoints=checkpoints)
 
 
 def open_station_from_config(config: StationConfig) -> Station:
@@ -102,7 +191,7 @@ def open_station_from_config(config: StationConfig) -> Station:
     try:
         return open_station(station_id=config.station_id, signer=signer,
                             database=config.database_url, work_order=config.work_order,
-                            lock_devices=config.lock_devices)
+                            lock_devices=config.lock_devices, checkpoint_file=config.checkpoint_file)
     except BaseException:
         signer.close()
         raise

@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,13 +83,16 @@ class StationConfig:
     work_order: WorkOrder
     slots: tuple[SlotConfig, ...]
     lock_devices: bool = True
+    checkpoint_file: str | None = None
+    """Where signed audit checkpoints are appended: a path kept off the station (a mounted share).
+    Default: ``<database file>.checkpoints`` for a SQLite file, none for PostgreSQL."""
 
 
 _ALLOWED: dict[str, set[str]] = {
     "": {"station", "hsm", "database", "work_order", "commissioning", "slots"},
     "station": {"id", "operator", "lock_devices"},
     "hsm": {"module", "token_label", "key_label", "pin_source", "ca_chain"},
-    "database": {"url"},
+    "database": {"url", "checkpoint_file"},
     "work_order": {"number", "product", "profile", "quantity", "serial_format"},
     "commissioning": {"key", "value", "value_env", "secret"},
     "slots": {"name", "port", "baud"},
@@ -237,7 +240,12 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         database_url=resolve(r.get(db, "database", "url", str)),
         work_order=work_order,
         slots=tuple(slots),
+        checkpoint_file=_optional_path(r.get(db, "database", "checkpoint_file", str, ""), resolve),
     )
+
+
+def _optional_path(value: str, resolve: Callable[[str], str]) -> str | None:
+    return resolve(value) if value else None
 
 
 def load_config(path: str | Path) -> StationConfig:

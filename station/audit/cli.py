@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from station.audit.checkpoint import read_checkpoints
 from station.audit.store import SqlAuditStore
 from station.audit.verify import VerifyResult, verify_chain
 from station.domain import UnitRecord
@@ -41,6 +42,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check the hash chain and unit rows; exit 1 if broken")
     verify.add_argument("--db", required=True, help="SQLAlchemy URL or SQLite file path")
     verify.add_argument("--quiet", action="store_true", help="no progress output")
+    verify.add_argument("--checkpoints", type=Path, metavar="FILE",
+                        help="signed checkpoints kept off the station: the log must reach and match "
+                             "every one (catches an older copy of the database put back)")
     verify.set_defaults(func=cmd_verify)
 
     show = sub.add_parser("show", help="one unit and its timeline, by unit or certificate serial")
@@ -141,7 +145,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"\rchecked {done}/{total} rows", end="", file=sys.stderr, flush=True)
 
     try:
-        result: VerifyResult = verify_chain(args.db, progress_callback=progress)
+        kept = read_checkpoints(args.checkpoints) if args.checkpoints is not None else []
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the checkpoint file: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result: VerifyResult = verify_chain(args.db, progress_callback=progress, checkpoints=kept)
     except StationError as exc:
         print(f"\ncannot verify: {exc}", file=sys.stderr)
         return 2

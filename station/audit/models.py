@@ -192,3 +192,23 @@ class ChainHeadRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class CheckpointRow(Base):
+    """A signed statement of the chain head: ``seq`` events, the last one hashing to ``hash``.
+
+    Signed in the HSM with the audit key (``<CA key label>-audit``), recorded here and in the chain
+    (a ``checkpoint`` event), and copied off the station. A copy kept elsewhere is what shows an
+    older database put back, or a cut tail with a rewritten head: the chain alone cannot."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[str] = mapped_column(String(40))
+    """ISO 8601 UTC, exactly as signed."""
+    key_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,12 +36,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from station.audit.chain import canonical_detail, event_hash
+from station.audit.checkpoint import Checkpoint
 from station.audit.driver import DriverStatement, driver_savepoint
 from station.audit.engine import READ_OPTION, OpenChecks
 from station.audit.models import (
     ACTIVE_WHERE,
     ROLES,
     ChainHeadRow,
+    CheckpointRow,
     EventRow,
     OperatorRow,
     SerialSeriesRow,
@@ -140,6 +142,8 @@ _LOCK_SERIES: Final = DriverStatement(
 _INSERT_SERIES: Final = DriverStatement(insert(_SERIES), varying_columns=True)
 _UPDATE_SERIES: Final = DriverStatement(
     update(_SERIES).where(_SERIES.c.id == bindparam("series_id")), varying_columns=True)
+_INSERT_CHECKPOINT: Final = DriverStatement(insert(cast(Table, CheckpointRow.__table__)),
+                                            varying_columns=True)
 _WORK_ORDER_BY_ID: Final = DriverStatement(
     _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")))
 
@@ -1217,6 +1221,40 @@ class SqlAuditStore:
                     outcome=ev.outcome, duration_ms=ev.duration_ms, detail=json.loads(ev.detail_json),
                     error_code=ev.error_code, error_message=ev.error_message, hash=ev.hash,
                 )
+
+    def record_checkpoint(self, sign: Callable[[bytes], tuple[bytes, bytes]]) -> Checkpoint:
+        """Sign the chain head as it stands and record it (a row and a ``checkpoint`` event).
+
+        ``sign(message)`` returns (signature, audit public key), e.g. the HSM signer's
+        :meth:`~station.signing.HsmSigner.sign_checkpoint`. It runs inside the write transaction,
+        so no event can be appended between the head read and the signature."""
+        with self._write("checkpoint") as s:
+            conn = _connection(s)
+            row = _SELECT_HEAD.one(conn)
+            head_seq, head_hash = int(row.seq), str(row.hash)
+            signed_at = _now().isoformat(timespec="microseconds")
+            message = Checkpoint.message_for(station=self.station_id, seq=head_seq, hash=head_hash,
+                                             signed_at=signed_at)
+            signature, public_key = sign(message)
+            checkpoint = Checkpoint(station=self.station_id, seq=head_seq, hash=head_hash,
+                                    signed_at=signed_at, public_key=public_key, signature=signature)
+            if not checkpoint.signature_valid():
+                raise SigningFailed("the audit key's checkpoint signature does not verify")
+            _INSERT_CHECKPOINT.execute(conn, {
+                "station": self.station_id, "seq": head_seq, "hash": head_hash, "signed_at": signed_at,
+                "key_sha256": checkpoint.key_sha256, "public_key": public_key, "signature": signature,
+            })
+            self._append(s, kind="checkpoint", outcome="ok",
+                         detail={"seq": str(head_seq), "hash": head_hash,
+                                 "key_sha256": checkpoint.key_sha256})
+        return checkpoint
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints recorded in this database, oldest first."""
+        with self._read() as s:
+            rows = s.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
+            return [Checkpoint(station=r.station, seq=r.seq, hash=r.hash, signed_at=r.signed_at,
+                               public_key=r.public_key, signature=r.signature) for r in rows]
 
     def chain_head(self) -> tuple[int, str]:
         """(last sequence number, its hash): what a signed checkpoint would sign."""

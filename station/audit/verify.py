@@ -3,7 +3,9 @@
 Walks the log in sequence order and stops at the first bad row: a gap in the sequence (a deleted
 row), a ``prev_hash`` that is not the previous row's hash (inserted, deleted or reordered rows), or a
 hash that does not match the row's contents (an edited row). Then the chain head row must point at
-the last event (a cut tail shows unless the head was rewritten too; signed checkpoints close that).
+the last event (a cut tail shows unless the head was rewritten too), and the log must reach and
+agree with every signed checkpoint, those it holds and those from a checkpoint file kept elsewhere
+(that closes the cut tail with a rewritten head, and an older copy of the database put back).
 Finally every unit row is compared with the values its own hashed events carry: status, unit serial,
 hardware id, certificate serial, public key, TBS hash and certificate hash, so editing a unit row is
 caught even though unit rows are not chained themselves.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,8 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from station.audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
+from station.audit.checkpoint import Checkpoint
 from station.audit.engine import READ_OPTION, build_engine, to_url
-from station.audit.models import ChainHeadRow, EventRow, UnitRow, WorkOrderRow
+from station.audit.models import ChainHeadRow, CheckpointRow, EventRow, UnitRow, WorkOrderRow
 from station.audit.store import SqlAuditStore
 from station.errors import AuditIntegrityError
 
@@ -70,13 +73,18 @@ class VerifyResult:
 def verify_chain(
     store_or_url: SqlAuditStore | str | os.PathLike[str] | URL,
     progress_callback: ProgressCallback | None = None,
+    *,
+    checkpoints: Sequence[Checkpoint] = (),
 ) -> VerifyResult:
-    """Verify the log of an open store, or of a database given by URL or SQLite path (read only)."""
+    """Verify the log of an open store, or of a database given by URL or SQLite path (read only).
+
+    ``checkpoints`` are signed checkpoints kept off the station (a checkpoint file); the log must
+    reach each of them and agree with it, as it must with the checkpoints it holds itself."""
     if isinstance(store_or_url, SqlAuditStore):
-        return _verify(store_or_url.engine, progress_callback)
+        return _verify(store_or_url.engine, progress_callback, checkpoints)
     engine = build_engine(to_url(store_or_url))
     try:
-        return _verify(engine, progress_callback)
+        return _verify(engine, progress_callback, checkpoints)
     except SQLAlchemyError as exc:
         raise AuditIntegrityError(f"cannot read the audit database: {exc.__class__.__name__}: "
                                   f"{str(exc).splitlines()[0]}") from exc
@@ -84,9 +92,18 @@ def verify_chain(
         engine.dispose()
 
 
-def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
+def _verify(engine: Engine, progress: ProgressCallback | None,
+            external: Sequence[Checkpoint] = ()) -> VerifyResult:
     reader = engine.execution_options(**{READ_OPTION: True})
     with Session(reader) as s:
+        stored = [Checkpoint(station=r.station, seq=r.seq, hash=r.hash, signed_at=r.signed_at,
+                             public_key=r.public_key, signature=r.signature)
+                  for r in s.scalars(select(CheckpointRow).order_by(CheckpointRow.id))]
+        wanted: dict[int, list[tuple[Checkpoint, str]]] = {}
+        for checkpoint, origin in [(c, "in the database") for c in stored] + \
+                [(c, "in the checkpoint file") for c in external]:
+            wanted.setdefault(checkpoint.seq, []).append((checkpoint, origin))
+        logged: set[tuple[int, str]] = set()
         total = int(s.scalar(select(func.count()).select_from(EventRow)) or 0)
         total += int(s.scalar(select(func.count()).select_from(UnitRow)) or 0)
         head = s.scalars(select(ChainHeadRow).where(ChainHeadRow.id == 1)).one_or_none()
@@ -102,6 +119,12 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
             return VerifyResult(ok=False, events_checked=done, units_checked=0, head_seq=head_seq,
                                 head_hash=head_hash, seq=seq, unit_id=unit_id, problem=problem)
 
+        for at, found in sorted(wanted.items()):
+            for checkpoint, origin in found:
+                if not checkpoint.signature_valid():
+                    return bad(f"the checkpoint of seq {at} {origin} (signed {checkpoint.signed_at}) "
+                               "does not verify against its audit key (edited or forged)", seq=at or None)
+
         prev_seq, prev_hash = 0, GENESIS_HASH
         stmt = select(EventRow).order_by(EventRow.seq).execution_options(yield_per=1000)
         for ev in s.scalars(stmt):
@@ -116,6 +139,17 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
             fields: dict[str, Any] = {name: getattr(ev, name) for name in HASHED_FIELDS}
             if event_hash(ev.seq, ev.prev_hash, fields) != ev.hash:
                 return bad("hash does not match the row's contents (the event was edited)", seq=ev.seq)
+            for checkpoint, origin in wanted.get(ev.seq, ()):
+                if checkpoint.hash != ev.hash:
+                    return bad(f"the log differs from the checkpoint {origin} signed {checkpoint.signed_at}: "
+                               "this event is not the one that was signed (the log was rewritten)",
+                               seq=ev.seq)
+            if ev.kind == "checkpoint":
+                try:
+                    said = json.loads(ev.detail_json)
+                    logged.add((int(said["seq"]), str(said["hash"])))
+                except (ValueError, KeyError):
+                    return bad("a checkpoint event without its sequence number and hash", seq=ev.seq)
             if ev.unit_id is not None and ev.kind in _STATE_KINDS:
                 try:
                     detail = json.loads(ev.detail_json)
@@ -128,6 +162,20 @@ def _verify(engine: Engine, progress: ProgressCallback | None) -> VerifyResult:
             prev_seq, prev_hash = ev.seq, ev.hash
             done += 1
             tick()
+        for at, found in sorted(wanted.items(), reverse=True):
+            checkpoint, origin = found[0]
+            if at > prev_seq:
+                return bad(f"the log ends at seq {prev_seq}, but the checkpoint {origin} signed "
+                           f"{checkpoint.signed_at} covers seq {at}: this is an older copy of the "
+                           "database, or its tail was cut", seq=prev_seq or None)
+            if at == 0 and checkpoint.hash != GENESIS_HASH:
+                return bad(f"the checkpoint {origin} signed {checkpoint.signed_at} is of an empty log "
+                           "with another hash")
+        missing = logged - {(c.seq, c.hash) for c in stored}
+        if missing:
+            at, _ = min(missing)
+            return bad(f"the checkpoint of seq {at} is in the log but its signed row is gone (deleted)",
+                       seq=at or None)
         if (prev_seq, prev_hash) != (head_seq, head_hash):
             return bad(f"chain head says seq {head_seq} but the log ends at seq {prev_seq} "
                        "(tail cut or head edited)", seq=prev_seq or None)
