@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
 from cryptography import x509
@@ -68,6 +68,9 @@ REDACTED: Final = "***"
 
 SECRET_KEY_WORDS: Final = ("pin", "password", "passphrase", "psk", "secret", "token")
 """Detail keys containing these words are redacted even if the caller forgot."""
+
+CLOCK_TOLERANCE: Final = timedelta(minutes=5)
+"""How far the clock may be behind the log's last entry (NTP skew between stations on one database)."""
 
 INTERRUPTED: Final = "interrupted"
 """Error code of units found mid-flight by :meth:`SqlAuditStore.mark_interrupted`."""
@@ -144,6 +147,11 @@ _UPDATE_SERIES: Final = DriverStatement(
     update(_SERIES).where(_SERIES.c.id == bindparam("series_id")), varying_columns=True)
 _INSERT_CHECKPOINT: Final = DriverStatement(insert(cast(Table, CheckpointRow.__table__)),
                                             varying_columns=True)
+_HEAD_EVENT_TIME: Final = DriverStatement(select(_EVENTS.c.occurred_at).where(
+    _EVENTS.c.seq == select(_HEAD.c.seq).where(_HEAD.c.id == 1).scalar_subquery()))
+_LAST_CHECKPOINT_TIME: Final = DriverStatement(
+    select(cast(Table, CheckpointRow.__table__).c.signed_at)
+    .order_by(cast(Table, CheckpointRow.__table__).c.id.desc()).limit(1))
 _WORK_ORDER_BY_ID: Final = DriverStatement(
     _SELECT_WORK_ORDER.where(_WORK_ORDERS.c.id == bindparam("wo_id")))
 
@@ -907,6 +915,7 @@ class SqlAuditStore:
         with self._write("record_intent", unit_id=unit_id, cert_serial=cert_serial) as s:
             unit = self._unit_row(s, unit_id)
             self._expect_status(unit, UnitStatus.IN_PROGRESS)
+            self._check_clock(_connection(s), unit_id)
             wo = _LOCK_WORK_ORDER.one(_connection(s), {"wo_id": unit.work_order_id})
             consumed = int(wo.consumed)
             if consumed >= wo.quantity:
@@ -930,6 +939,24 @@ class SqlAuditStore:
                     "profile": prepared.profile, "quota_remaining": str(wo.quantity - consumed - 1),
                 },
             )
+
+    def _check_clock(self, conn: Connection, unit_id: int) -> None:
+        """Refuse to sign behind the log: the clock must not be earlier than the last event or the
+        last checkpoint (beyond ``CLOCK_TOLERANCE``, for stations sharing a database).
+
+        A clock set back would put validity dates in the past and the log out of time order; the
+        log is ordered by sequence number, so it stays whole, but nothing more is signed (issuing
+        stops) until the clock is set right and the station restarted."""
+        now = _now()
+        times = [row[0] for row in (_HEAD_EVENT_TIME.first(conn), _LAST_CHECKPOINT_TIME.first(conn))
+                 if row is not None and row[0]]
+        latest = max((datetime.fromisoformat(t) for t in times), default=None)
+        if latest is not None and now < latest - CLOCK_TOLERANCE:
+            reason = (f"the station clock ({now.isoformat(timespec='seconds')}) is behind the "
+                      f"production log ({latest.isoformat(timespec='seconds')}): set the clock, "
+                      "then restart the station")
+            self.stop_issuing(reason)
+            raise AuditWriteFailed(reason, code="clock_behind_log", unit_id=unit_id)
 
     def record_issued(self, unit_id: int, cert_der: bytes) -> None:
         """Store the signed certificate against its intent; it must be the certificate of that intent."""

@@ -280,3 +280,23 @@ def test_work_orders_of_one_product_running_at_once_share_the_serial_series(stor
         serials.append(store.next_unit_serial(unit))
     assert serials == [f"LAMP-{n:04d}" for n in range(1, 7)]
     assert verify_chain(store).ok
+
+
+def test_a_clock_set_back_behind_the_log_stops_issuing(store: SqlAuditStore, issuer: Issuer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """RELIABILITY.md: the clock jumping backwards. Nothing is signed behind the log's last entry
+    (beyond a few minutes of skew between stations); the log itself stays ordered by sequence."""
+    import station.audit.store as store_module
+
+    first = start(store, "hw-1")
+    real_now = store_module._now
+    monkeypatch.setattr(store_module, "_now", lambda: real_now() - timedelta(minutes=2))
+    store.record_intent(first, issuer.prepare()[0])  # within the tolerance: NTP skew
+    second = start(store, "hw-2")
+    monkeypatch.setattr(store_module, "_now", lambda: real_now() - timedelta(hours=3))
+    with pytest.raises(AuditWriteFailed, match="clock") as caught:
+        store.record_intent(second, issuer.prepare()[0])
+    assert caught.value.code == "clock_behind_log"
+    assert not store.healthy and "set the clock" in (store.issuing_stopped or "")
+    assert store.get_unit(second).status is UnitStatus.IN_PROGRESS  # type: ignore[union-attr]
+    assert verify_chain(store).ok
