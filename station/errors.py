@@ -141,11 +141,30 @@ _MESSAGES: tuple[tuple[type[StationError], str, str], ...] = (
 )
 
 
+CRITICAL_CODES: frozenset[str] = frozenset({"pop_failed", "csr_key_mismatch"})
+"""Device failures that make the unit's identity suspect (a clone, a key it cannot prove)."""
+
+
+_CRITICAL_HINTS: dict[str, str] = {
+    "pop_failed": "Set the device aside and call quality: its certificate will be revoked.",
+    "csr_key_mismatch": "Set the device aside and call quality: it asked for a certificate for a "
+                        "key it did not make.",
+}
+
+
+def is_critical(error: StationError) -> bool:
+    """A failure a person must act on at once (the tile flashes until acknowledged, HMI.md): the
+    station cannot issue (HSM, audit log), or the unit's identity is suspect."""
+    return isinstance(error, (SigningFailed, AuditWriteFailed, AuditIntegrityError, IdentityConflict)) \
+        or error.code in CRITICAL_CODES
+
+
 def technician_message(error: StationError, step: str | None = None) -> tuple[str, str]:
     """Return (what happened, what to do next) in words a line technician understands."""
     step_name = step or str(error.context.get("step", ""))
     step_words = _STEP_WORDS.get(step_name, step_name.replace("_", " ") or "provisioning")
     for cls, template, hint in _MESSAGES:
         if isinstance(error, cls):
+            hint = _CRITICAL_HINTS.get(error.code, hint)  # a suspect identity: quality decides
             return template.format(step=step_words, detail=error.message), hint
     raise AssertionError("unreachable: StationError is the last row")  # pragma: no cover

@@ -47,6 +47,7 @@ from station.errors import (
     IdentityConflict,
     QuotaExhausted,
     StationError,
+    is_critical,
     technician_message,
 )
 from station.ports import (
@@ -108,6 +109,8 @@ class UnitResult:
     message: str | None = None
     hint: str | None = None
     resumed: bool = False
+    critical: bool = False
+    """The failure needs a person at once (:func:`station.errors.is_critical`)."""
     timings: tuple[StepTiming, ...] = field(default_factory=tuple)
 
     @property
@@ -442,11 +445,12 @@ class Provisioner:
                 if isinstance(audit_error, AuditWriteFailed):
                     self._stop_issuing(audit_error.message)
         return self._result(attempt, failed_step=step, error_code=error.code, message=message,
-                            hint=hint)
+                            hint=hint, critical=is_critical(error))
 
     @staticmethod
     def _result(attempt: _Attempt, *, failed_step: Step | None = None, error_code: str | None = None,
-                message: str | None = None, hint: str | None = None) -> UnitResult:
+                message: str | None = None, hint: str | None = None,
+                critical: bool = False) -> UnitResult:
         return UnitResult(
             slot=attempt.job.slot,
             ok=failed_step is None,
@@ -460,6 +464,7 @@ class Provisioner:
             message=message,
             hint=hint,
             resumed=attempt.resumed,
+            critical=critical,
             timings=tuple(attempt.timings),
         )
 

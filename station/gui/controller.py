@@ -233,7 +233,8 @@ class LineController(QObject):
             new = SlotView(state=SlotState.FAIL, step=str(result.failed_step or ""),
                            message=result.message or "Provisioning failed.",
                            hint=result.hint or "Set the device aside for analysis.",
-                           error_code=result.error_code or "", **common)  # type: ignore[arg-type]
+                           error_code=result.error_code or "", critical=result.critical,
+                           **common)  # type: ignore[arg-type]
             self.failed_today += 1
         self.slot_model.set_view(row, new)
         if view.label and result.unit_id is not None:

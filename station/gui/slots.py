@@ -41,6 +41,8 @@ class SlotView:
     message: str = ""
     hint: str = ""
     error_code: str = ""
+    critical: bool = False
+    """A FAIL a person must act on at once: the tile flashes until acknowledged."""
     attempts: int = 0
     started: float | None = None
     """``time.monotonic()`` when the current attempt started."""

@@ -48,6 +48,13 @@ _LOOKS: Final[dict[SlotState, Look]] = {
 _SETTLED_PASS: Final = Look(word="PASS", icon="\u2714", background=TILE, foreground=GREEN, border=GREEN)
 
 
+CRITICAL_FLASH_HZ: Final = 3.0
+"""A critical FAIL flashes slowly (HMI.md: 3-5 Hz) until it is acknowledged."""
+
+CRITICAL_DIM: Final = Look(word="FAIL", icon="\u2718", background=TILE, foreground=RED, border=RED)
+"""The other phase of a flashing FAIL: still the word and icon, red on neutral."""
+
+
 def look_for(view: SlotView) -> Look:
     """The word, icon and colours of a slot's tile."""
     if view.state is SlotState.PASS and view.settled:

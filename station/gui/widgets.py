@@ -75,6 +75,10 @@ class SlotTile(QFrame):
         self._flash_off.setSingleShot(True)
         self._flash_off.setInterval(400)
         self._flash_off.timeout.connect(self._apply_style)
+        self._blink = QTimer(self)
+        self._blink.setInterval(round(500 / theme.CRITICAL_FLASH_HZ))  # two phases a cycle
+        self._blink.timeout.connect(self._toggle_blink)
+        self._dim = False
         self._view: SlotView | None = None
 
     def show_view(self, view: SlotView) -> None:
@@ -112,13 +116,28 @@ class SlotTile(QFrame):
         self.hint.setText(hint)
         self.hint.setVisible(bool(hint))
         self.setAccessibleName(f"Slot {view.name}: {look.word}. {line1}")
+        if view.state is SlotState.FAIL and view.critical:
+            if not self._blink.isActive():
+                self._blink.start()
+        else:
+            self._blink.stop()
+            self._dim = False
+        self._apply_style()
+
+    @property
+    def blinking(self) -> bool:
+        """True while the tile flashes a critical FAIL."""
+        return self._blink.isActive()
+
+    def _toggle_blink(self) -> None:
+        self._dim = not self._dim
         self._apply_style()
 
     def _apply_style(self, *, flash: bool = False) -> None:
         if self._view is None:
             return
-        look = theme.look_for(self._view)
-        border = 6 if flash or self.hasFocus() else 3
+        look = theme.CRITICAL_DIM if self._dim else theme.look_for(self._view)
+        border = 6 if flash or self.hasFocus() or self._blink.isActive() else 3
         color = theme.BLUE if flash or self.hasFocus() else look.border
         self.setStyleSheet(
             f"QFrame#{self.objectName()} {{ background: {look.background}; color: {look.foreground};"

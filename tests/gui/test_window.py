@@ -66,6 +66,29 @@ def test_faulty_device_shows_fail_with_reason_and_hint(qtbot: QtBot, make_window
     assert "failed" in last
 
 
+def test_a_critical_fail_flashes_until_acknowledged(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """HMI.md: flash only for a critical state, slowly, stopping on acknowledge. A device that cannot
+    prove it holds its certified key (its certificate is marked for revocation) is critical; a
+    refused CSR (the unit is set aside) is an ordinary FAIL and does not flash."""
+    window = make_window([Faults(bad_challenge=True), Faults(bad_csr_signature=True)])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    qtbot.mouseClick(window.line.start_all, QtNS.MouseButton.LeftButton)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: all(v.state is SlotState.FAIL for v in model.views()), timeout=LONG)
+    critical, ordinary = window.line.grid.tiles
+    assert model.view(0).critical and model.view(0).error_code == "pop_failed"
+    assert critical.blinking and not ordinary.blinking
+    styles = set()
+    qtbot.waitUntil(lambda: styles.add(critical.styleSheet()) or len(styles) >= 2, timeout=2000)
+    assert "FAIL" in critical.verdict.text()  # the word stays in both phases
+    assert "call quality" in critical.hint.text() and "revoked" in critical.hint.text()
+    qtbot.mouseClick(critical, QtNS.MouseButton.LeftButton)  # acknowledge
+    qtbot.waitUntil(lambda: model.view(0).state is not SlotState.FAIL)
+    assert not critical.blinking
+
+
 def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,
                                                             make_window: WindowFactory) -> None:
     window = make_window([None])
