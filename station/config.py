@@ -72,6 +72,9 @@ class SlotConfig:
     name: str
     port: str
     baud: int = 115200
+    row: int | None = None
+    """Where the slot sits in the fixture (1-based, as built): the tile grid mirrors it (HMI.md)."""
+    column: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +98,7 @@ _ALLOWED: dict[str, set[str]] = {
     "database": {"url", "checkpoint_file"},
     "work_order": {"number", "product", "profile", "quantity", "serial_format"},
     "commissioning": {"key", "value", "value_env", "secret"},
-    "slots": {"name", "port", "baud"},
+    "slots": {"name", "port", "baud", "row", "column"},
 }
 _PIN_SOURCE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|prompt)$")
 
@@ -208,11 +211,21 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         baud = r.get(item, "slots", "baud", int, 115200)
         if baud <= 0:
             raise r.error("slots", "baud", "must be positive")
+        place: list[int] = [r.get(item, "slots", axis, int, 0) for axis in ("row", "column")]
+        for axis, number in zip(("row", "column"), place, strict=True):
+            if axis in item and number < 1:
+                raise r.error("slots", axis, "must be 1 or more (as printed on the fixture)")
         slots.append(SlotConfig(name=r.get(item, "slots", "name", str),
-                                port=r.get(item, "slots", "port", str), baud=baud))
+                                port=r.get(item, "slots", "port", str), baud=baud,
+                                row=place[0] or None, column=place[1] or None))
     names = [s.name for s in slots]
     if len(set(names)) != len(names):
         raise r.error("slots", "name", "slot names must be unique")
+    placed = [(s.row, s.column) for s in slots if s.row is not None or s.column is not None]
+    if placed and (len(placed) != len(slots) or any(None in p for p in placed)):
+        raise r.error("slots", "row", "give every slot both a row and a column, or none of them")
+    if len(set(placed)) != len(placed):
+        raise r.error("slots", "row", "two slots in the same row and column")
 
     try:
         work_order = WorkOrder(

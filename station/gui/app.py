@@ -39,7 +39,10 @@ def build_window(parts: StationParts, *, kiosk: bool = False, idle_timeout_s: fl
     )
     n = len(parts.slots)
     cols = columns or (n if n <= 4 else math.ceil(n / 2) if n <= 8 else 4)
-    window = MainWindow(controller, ScannerFilter(), info, kiosk=kiosk, columns=cols)
+    placed = [(s.row, s.column) for s in parts.slots]
+    positions = [(r, c) for r, c in placed if r is not None and c is not None]  # the fixture's layout
+    window = MainWindow(controller, ScannerFilter(), info, kiosk=kiosk, columns=cols,
+                        positions=positions if len(positions) == n and columns is None else None)
     controller.setParent(window)
     return window
 

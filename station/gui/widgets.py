@@ -3,6 +3,7 @@ provisioning logic lives here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
@@ -180,7 +181,10 @@ class SlotGrid(QWidget):
 
     activated = Signal(int)
 
-    def __init__(self, model: SlotListModel, *, columns: int = 4, parent: QWidget | None = None) -> None:
+    def __init__(self, model: SlotListModel, *, columns: int = 4,
+                 positions: Sequence[tuple[int, int]] | None = None, parent: QWidget | None = None) -> None:
+        """``positions``: each slot's (row, column) in the fixture, 1-based; otherwise the tiles
+        fill ``columns`` per row in slot order."""
         super().__init__(parent)
         self._model = model
         grid = QGridLayout(self)
@@ -190,7 +194,10 @@ class SlotGrid(QWidget):
         for row in range(model.rowCount()):
             tile = SlotTile(row, self)
             tile.activated.connect(self.activated)
-            grid.addWidget(tile, row // columns, row % columns)
+            if positions is not None:
+                grid.addWidget(tile, positions[row][0] - 1, positions[row][1] - 1)
+            else:
+                grid.addWidget(tile, row // columns, row % columns)
             self.tiles.append(tile)
             tile.show_view(model.view(row))
         model.dataChanged.connect(self._on_changed)

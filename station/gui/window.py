@@ -126,12 +126,13 @@ class LinePage(QWidget):
     """The technician's screen: banner, tiles, controls, last results and a result's timeline."""
 
     def __init__(self, controller: LineController, scanner: ScannerFilter, *, columns: int,
+                 positions: Sequence[tuple[int, int]] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
         self.banner = Banner()
         self.notice = Notice()
-        self.grid = SlotGrid(controller.slot_model, columns=columns)
+        self.grid = SlotGrid(controller.slot_model, columns=columns, positions=positions)
         self.grid.activated.connect(self._tile_activated)
         self.start_all = QPushButton("\u25b6 Start all (F5)")
         self.start_all.setObjectName("startAll")
@@ -300,7 +301,8 @@ class MainWindow(QMainWindow):
     """Puts the pages together, routes scans, enforces roles and the kiosk."""
 
     def __init__(self, controller: LineController, scanner: ScannerFilter, info: StationInfo, *,
-                 kiosk: bool = False, columns: int = 4) -> None:
+                 kiosk: bool = False, columns: int = 4,
+                 positions: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()
         self.controller = controller
         self.session = controller.session
@@ -312,7 +314,7 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(theme.STYLE_SHEET)
         self.pages = QStackedWidget()
         self.sign_in = SignInPage(self.session, scanner, info.sign_in_hint)
-        self.line = LinePage(controller, scanner, columns=columns)
+        self.line = LinePage(controller, scanner, columns=columns, positions=positions)
         self.admin = AdminPage(controller, info)
         self.quality: QualityPage | None = None
         for page in (self.sign_in, self.line, self.admin):

@@ -34,7 +34,8 @@ def make_window(qtbot: QtBot, softhsm_ca: TestCa, tmp_path: Path) -> Iterator[Wi
     stack: list[tuple[MainWindow, object]] = []
 
     @contextmanager
-    def parts(faults: Sequence[Faults | None]) -> Iterator[StationParts]:
+    def parts(faults: Sequence[Faults | None],
+              places: Sequence[tuple[int, int]] | None = None) -> Iterator[StationParts]:
         signer = HsmSigner.open(module_path=softhsm_ca.module_path, token_label=softhsm_ca.token_label,
                                 pin_source=softhsm_ca.pin_source(), key_label=softhsm_ca.key_label,
                                 ca_chain_path=softhsm_ca.ca_dir / "chain.pem")
@@ -45,12 +46,16 @@ def make_window(qtbot: QtBot, softhsm_ca: TestCa, tmp_path: Path) -> Iterator[Wi
                 station.store.add_operator(badge_id=badge, name=name, role=role, pin=pin)
             yield StationParts(
                 station=station, work_orders=demo_work_orders(len(faults)), database="test",
-                slots=[SlotConfig(name=str(i), port=d.port) for i, d in enumerate(devices, 1)],
+                slots=[SlotConfig(name=str(i), port=d.port,
+                                  row=places[i - 1][0] if places else None,
+                                  column=places[i - 1][1] if places else None)
+                       for i, d in enumerate(devices, 1)],
                 mode="test", policy=LinkPolicy(scale=0.2), devices=devices)
 
     def factory(faults: Sequence[Faults | None] = (None,) * 4, *, kiosk: bool = False,
-                idle_timeout_s: float = 300.0) -> MainWindow:
-        cm = parts(faults)
+                idle_timeout_s: float = 300.0,
+                places: Sequence[tuple[int, int]] | None = None) -> MainWindow:
+        cm = parts(faults, places)
         built = cm.__enter__()
         window = build_window(built, kiosk=kiosk, idle_timeout_s=idle_timeout_s)
         qtbot.addWidget(window)

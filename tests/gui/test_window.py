@@ -89,6 +89,22 @@ def test_a_critical_fail_flashes_until_acknowledged(qtbot: QtBot, make_window: W
     assert not critical.blinking
 
 
+def test_tiles_sit_where_the_slots_are_in_the_fixture(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """HMI.md: the grid mirrors the fixture as built. Slots 1-4 wired right to left, two rows."""
+    window = make_window(places=[(1, 2), (1, 1), (2, 2), (2, 1)])
+    sign_in(qtbot, window)
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), LinePage))
+    layout = window.line.grid.layout()
+    where = []
+    for tile in window.line.grid.tiles:
+        r, c, _, _ = layout.getItemPosition(layout.indexOf(tile))  # type: ignore[union-attr]
+        where.append((tile.number.text(), r + 1, c + 1))
+    assert where == [("Slot 1", 1, 2), ("Slot 2", 1, 1), ("Slot 3", 2, 2), ("Slot 4", 2, 1)]
+    tiles = window.line.grid.tiles
+    qtbot.waitUntil(lambda: tiles[0].geometry().x() > tiles[1].geometry().x())  # 1 right of 2
+    assert tiles[2].geometry().y() > tiles[0].geometry().y()  # 3 below 1
+
+
 def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,
                                                             make_window: WindowFactory) -> None:
     window = make_window([None])

@@ -107,3 +107,20 @@ def test_secret_values_never_appear_in_errors(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="station.toml", base_dir=tmp_path)
     assert "s3cret" not in str(info.value)
+
+
+def test_slots_placed_as_the_fixture_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_WIFI_PSK", "s3cret")
+    placed = GOOD.replace('port = "/dev/ttyUSB0"\n', 'port = "/dev/ttyUSB0"\nrow = 1\ncolumn = 2\n') \
+                 .replace('baud = 921600\n', 'baud = 921600\nrow = 1\ncolumn = 1\n')
+    config = parse_config(placed, source="station.toml", base_dir=tmp_path)
+    assert [(s.name, s.row, s.column) for s in config.slots] == [("1", 1, 2), ("2", 1, 1)]
+    one_only = GOOD.replace('port = "/dev/ttyUSB0"\n', 'port = "/dev/ttyUSB0"\nrow = 1\ncolumn = 2\n')
+    with pytest.raises(ConfigError, match="both a row and a column, or none"):
+        parse_config(one_only, source="station.toml", base_dir=tmp_path)
+    same = placed.replace("row = 1\ncolumn = 1\n", "row = 1\ncolumn = 2\n")
+    with pytest.raises(ConfigError, match="same row and column"):
+        parse_config(same, source="station.toml", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"slots.row: must be 1 or more .*line \d+"):
+        parse_config(placed.replace("row = 1\ncolumn = 2", "row = 0\ncolumn = 2"), source="station.toml",
+                     base_dir=tmp_path)
