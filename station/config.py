@@ -78,6 +78,17 @@ class SlotConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScannerConfig:
+    """How this site's barcode labels look: regular expressions a whole scan must match, and the
+    prefix a configured scanner sends first. Defaults as :class:`station.gui.scanner.ScanPatterns`."""
+
+    work_order: str = r"WO-[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+    badge: str = r"B-[0-9]{3,12}"
+    unit_label: str = r"U-[A-Za-z0-9][A-Za-z0-9._-]{2,63}"
+    prefix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StationConfig:
     station_id: str
     operator: str
@@ -86,13 +97,15 @@ class StationConfig:
     work_order: WorkOrder
     slots: tuple[SlotConfig, ...]
     lock_devices: bool = True
+    scanner: ScannerConfig = ScannerConfig()
     checkpoint_file: str | None = None
     """Where signed audit checkpoints are appended: a path kept off the station (a mounted share).
     Default: ``<database file>.checkpoints`` for a SQLite file, none for PostgreSQL."""
 
 
 _ALLOWED: dict[str, set[str]] = {
-    "": {"station", "hsm", "database", "work_order", "commissioning", "slots"},
+    "": {"station", "hsm", "database", "work_order", "commissioning", "slots", "scanner"},
+    "scanner": {"work_order", "badge", "unit_label", "prefix"},
     "station": {"id", "operator", "lock_devices"},
     "hsm": {"module", "token_label", "key_label", "pin_source", "ca_chain"},
     "database": {"url", "checkpoint_file"},
@@ -254,7 +267,25 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         work_order=work_order,
         slots=tuple(slots),
         checkpoint_file=_optional_path(r.get(db, "database", "checkpoint_file", str, ""), resolve),
+        scanner=_scanner(r, raw.get("scanner", {})),
     )
+
+
+def _scanner(r: _Reader, section: Any) -> ScannerConfig:
+    """The [scanner] section: each pattern must compile and must not match an empty scan."""
+    r.table(section, "scanner")
+    default = ScannerConfig()
+    values: dict[str, str] = {}
+    for key in ("work_order", "badge", "unit_label"):
+        pattern = r.get(section, "scanner", key, str, getattr(default, key))
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise r.error("scanner", key, f"not a regular expression: {exc}") from None
+        if compiled.fullmatch(""):
+            raise r.error("scanner", key, "matches an empty scan")
+        values[key] = pattern
+    return ScannerConfig(prefix=r.get(section, "scanner", "prefix", str, ""), **values)
 
 
 def _optional_path(value: str, resolve: Callable[[str], str]) -> str | None:

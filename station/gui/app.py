@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 
 from station.gui.controller import LineController
 from station.gui.embedded import StationParts
-from station.gui.scanner import ScannerFilter
+from station.gui.scanner import ScanClassifier, ScannerFilter, ScanPatterns
 from station.gui.session import Session
 from station.gui.window import MainWindow, StationInfo
 
@@ -41,7 +41,10 @@ def build_window(parts: StationParts, *, kiosk: bool = False, idle_timeout_s: fl
     cols = columns or (n if n <= 4 else math.ceil(n / 2) if n <= 8 else 4)
     placed = [(s.row, s.column) for s in parts.slots]
     positions = [(r, c) for r, c in placed if r is not None and c is not None]  # the fixture's layout
-    window = MainWindow(controller, ScannerFilter(), info, kiosk=kiosk, columns=cols,
+    patterns = ScanPatterns(work_order=parts.scanner.work_order, badge=parts.scanner.badge,
+                            unit_label=parts.scanner.unit_label, prefix=parts.scanner.prefix)
+    scanner = ScannerFilter(ScanClassifier(patterns=patterns))
+    window = MainWindow(controller, scanner, info, kiosk=kiosk, columns=cols,
                         positions=positions if len(positions) == n and columns is None else None)
     controller.setParent(window)
     return window

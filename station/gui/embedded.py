@@ -18,7 +18,7 @@ from typing import Final
 
 from fixtures.virtual_dut import Faults, VirtualDevice, virtual_devices
 from station.app import Station, open_station, open_station_from_config
-from station.config import SlotConfig, load_config
+from station.config import ScannerConfig, SlotConfig, load_config
 from station.demo import demo_signer, demo_work_order
 from station.domain import WorkOrder
 from station.transport import LinkPolicy
@@ -48,6 +48,8 @@ class StationParts:
     policy: LinkPolicy | None = None
     sign_in_hint: str = ""
     devices: list[VirtualDevice] = field(default_factory=list)
+    scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    """This site's label patterns and scanner prefix."""
 
 
 def demo_work_orders(units: int) -> dict[str, WorkOrder]:
@@ -98,7 +100,8 @@ def configured_station(config_path: Path) -> Iterator[StationParts]:
             station=station, slots=list(config.slots),
             work_orders={config.work_order.number: config.work_order},
             database=_redact_url(config.database_url), mode=f"configured ({config_path.name})",
-            token_label=config.hsm.token_label, key_label=config.hsm.key_label)
+            token_label=config.hsm.token_label, key_label=config.hsm.key_label,
+            scanner=config.scanner)
 
 
 def _redact_url(url: str) -> str:

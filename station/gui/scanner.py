@@ -21,6 +21,8 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QAbstractSpinBox, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
 from shiboken6 import Shiboken
 
+from station.config import ScannerConfig
+
 
 class ScanKind(enum.StrEnum):
     WORK_ORDER = "work_order"
@@ -33,9 +35,9 @@ class ScanKind(enum.StrEnum):
 class ScanPatterns:
     """Regular expressions a whole scan must match; configurable per site."""
 
-    work_order: str = r"WO-[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-    badge: str = r"B-[0-9]{3,12}"
-    unit_label: str = r"U-[A-Za-z0-9][A-Za-z0-9._-]{2,63}"
+    work_order: str = ScannerConfig.work_order
+    badge: str = ScannerConfig.badge
+    unit_label: str = ScannerConfig.unit_label
     prefix: str = ""
     """Characters a configured scanner sends before the code (stripped); empty for none."""
 

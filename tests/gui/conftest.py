@@ -18,7 +18,7 @@ from pytestqt.qtbot import QtBot
 from fixtures.softhsm import TestCa
 from fixtures.virtual_dut import Faults, virtual_devices
 from station.app import open_station
-from station.config import SlotConfig
+from station.config import ScannerConfig, SlotConfig
 from station.gui.app import build_window, close_window
 from station.gui.embedded import DEMO_OPERATORS, StationParts, demo_work_orders
 from station.gui.window import MainWindow
@@ -34,8 +34,8 @@ def make_window(qtbot: QtBot, softhsm_ca: TestCa, tmp_path: Path) -> Iterator[Wi
     stack: list[tuple[MainWindow, object]] = []
 
     @contextmanager
-    def parts(faults: Sequence[Faults | None],
-              places: Sequence[tuple[int, int]] | None = None) -> Iterator[StationParts]:
+    def parts(faults: Sequence[Faults | None], places: Sequence[tuple[int, int]] | None = None,
+              scanner: ScannerConfig | None = None) -> Iterator[StationParts]:
         signer = HsmSigner.open(module_path=softhsm_ca.module_path, token_label=softhsm_ca.token_label,
                                 pin_source=softhsm_ca.pin_source(), key_label=softhsm_ca.key_label,
                                 ca_chain_path=softhsm_ca.ca_dir / "chain.pem")
@@ -50,12 +50,14 @@ def make_window(qtbot: QtBot, softhsm_ca: TestCa, tmp_path: Path) -> Iterator[Wi
                                   row=places[i - 1][0] if places else None,
                                   column=places[i - 1][1] if places else None)
                        for i, d in enumerate(devices, 1)],
-                mode="test", policy=LinkPolicy(scale=0.2), devices=devices)
+                mode="test", policy=LinkPolicy(scale=0.2), devices=devices,
+                scanner=scanner or ScannerConfig())
 
     def factory(faults: Sequence[Faults | None] = (None,) * 4, *, kiosk: bool = False,
                 idle_timeout_s: float = 300.0,
-                places: Sequence[tuple[int, int]] | None = None) -> MainWindow:
-        cm = parts(faults, places)
+                places: Sequence[tuple[int, int]] | None = None,
+                scanner: ScannerConfig | None = None) -> MainWindow:
+        cm = parts(faults, places, scanner)
         built = cm.__enter__()
         window = build_window(built, kiosk=kiosk, idle_timeout_s=idle_timeout_s)
         qtbot.addWidget(window)

@@ -7,6 +7,7 @@ from PySide6.QtCore import QTimer
 from pytestqt.qtbot import QtBot
 
 from fixtures.virtual_dut import Faults
+from station.config import ScannerConfig
 from station.domain import UnitStatus
 from station.gui.slots import SlotState
 from station.gui.window import AdminPage, LinePage, QualityPage, SignInPage
@@ -103,6 +104,16 @@ def test_tiles_sit_where_the_slots_are_in_the_fixture(qtbot: QtBot, make_window:
     tiles = window.line.grid.tiles
     qtbot.waitUntil(lambda: tiles[0].geometry().x() > tiles[1].geometry().x())  # 1 right of 2
     assert tiles[2].geometry().y() > tiles[0].geometry().y()  # 3 below 1
+
+
+def test_the_sites_scanner_prefix_and_label_pattern_apply(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """A site whose scanners send a ']C1' prefix and whose unit labels read SN + 8 digits."""
+    window = make_window([None], scanner=ScannerConfig(prefix="]C1", unit_label="SN[0-9]{8}"))
+    sign_in(qtbot, window)
+    scan(qtbot, window, "]C1WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    scan(qtbot, window, "]C1SN12345678")
+    qtbot.waitUntil(lambda: window.controller.slot_model.view(0).label == "SN12345678")
 
 
 def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,

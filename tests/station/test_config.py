@@ -124,3 +124,17 @@ def test_slots_placed_as_the_fixture_is_built(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError, match=r"slots.row: must be 1 or more .*line \d+"):
         parse_config(placed.replace("row = 1\ncolumn = 2", "row = 0\ncolumn = 2"), source="station.toml",
                      base_dir=tmp_path)
+
+
+def test_scanner_patterns_and_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_WIFI_PSK", "s3cret")
+    site = GOOD + '\n[scanner]\nprefix = "]C1"\nunit_label = "SN[0-9]{8}"\n'
+    config = parse_config(site, source="station.toml", base_dir=tmp_path)
+    assert config.scanner.prefix == "]C1" and config.scanner.unit_label == "SN[0-9]{8}"
+    assert config.scanner.badge == r"B-[0-9]{3,12}"  # the default where the site says nothing
+    with pytest.raises(ConfigError, match=r"scanner.badge: not a regular expression.*line \d+"):
+        parse_config(GOOD + '\n[scanner]\nbadge = "B-[0-9"\n', source="station.toml", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"scanner\.unit_label: matches an empty scan"):
+        parse_config(GOOD + '\n[scanner]\nunit_label = ".*"\n', source="station.toml", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"scanner\.suffix: unknown key"):
+        parse_config(GOOD + '\n[scanner]\nsuffix = "x"\n', source="station.toml", base_dir=tmp_path)
