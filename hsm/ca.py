@@ -37,6 +37,54 @@ def _spki(public: Any) -> bytes:
     return der
 
 
+REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
+    flag.name: flag for flag in x509.ReasonFlags
+    if flag not in (x509.ReasonFlags.remove_from_crl, x509.ReasonFlags.certificate_hold)
+}
+"""RFC 5280 reasons a device certificate can be revoked for (by their cryptography names); hold and
+remove-from-CRL are left out: a device certificate is revoked for good."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Revoked:
+    """One revoked certificate: its serial, when it was revoked and why."""
+
+    serial: int
+    revoked_at: datetime
+    reason: str
+
+
+def signed_crl(ca_key: CaKey, ca_cert: x509.Certificate, revoked: list[Revoked], *, days: int = 7,
+               now: datetime | None = None) -> x509.CertificateRevocationList:
+    """A CRL of ``revoked``, signed in the HSM by the issuing CA, checked against its certificate.
+
+    The CRL number is the issuing time in seconds, so it only ever grows (RFC 5280, 5.2.3)."""
+    now = now or datetime.now(UTC)
+    public = ca_key.public_key
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + timedelta(days=days))
+        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+    )
+    for entry in revoked:
+        reason = REVOCATION_REASONS.get(entry.reason)
+        if reason is None:
+            raise CaError(f"unknown revocation reason {entry.reason!r}", code="bad_reason")
+        item = (x509.RevokedCertificateBuilder().serial_number(entry.serial)
+                .revocation_date(entry.revoked_at))
+        if reason is not x509.ReasonFlags.unspecified:
+            item = item.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(item.build())
+    crl = builder.sign(ca_key.crypto_key(), default_hash(public))
+    if not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise CaError("the CRL's signature does not verify against the CA certificate",
+                      code="crl_signature")
+    return crl
+
+
 def self_signed_ca(
     ca_key: CaKey, subject: x509.Name, *, days: int | None = 3650, path_length: int = 0,
     now: datetime | None = None,

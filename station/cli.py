@@ -7,6 +7,7 @@
     station ports [--vid HEX] [--pid HEX]
     station audit verify|show|export --db DB ...
     station ca init|csr|import-chain|audit-key|status ...
+    station crl --config FILE --out FILE
     station operator add|list --db DB ...
 
 Admin commands (``ca init|csr|import-chain|audit-key``, ``operator add``) name the acting operator with
@@ -77,6 +78,40 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _cmd_crl(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from hsm.ca import Revoked
+    from hsm.pin import pin_source_from_spec
+    from station.audit import open_audit_store
+    from station.config import load_config
+    from station.signing import HsmSigner
+
+    config = load_config(args.config)
+    store = open_audit_store(config.database_url, station_id=config.station_id)
+    try:
+        revoked = [Revoked(serial=int(serial, 16), revoked_at=at, reason=reason)
+                   for serial, at, reason in store.revoked_certificates()]
+        signer = HsmSigner.open(
+            module_path=config.hsm.module, token_label=config.hsm.token_label,
+            key_label=config.hsm.key_label, pin_source=pin_source_from_spec(config.hsm.pin_source),
+            ca_chain_path=Path(config.hsm.ca_chain))
+        try:
+            der = signer.sign_crl(revoked, days=args.days)
+        finally:
+            signer.close()
+        store.record_event("crl_signed", operator=args.acting,
+                           detail={"entries": str(len(revoked)), "days": str(args.days)})
+    finally:
+        store.close()
+    data = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM) \
+        if args.out.suffix == ".pem" else der
+    args.out.write_bytes(data)
+    print(f"CRL with {len(revoked)} revoked certificate(s) written to {args.out}")
+    return 0
+
+
 def _cmd_ports(args: argparse.Namespace) -> int:
     from station.transport import list_ports
 
@@ -130,12 +165,15 @@ _ADMIN_COMMANDS: dict[tuple[str, str], str] = {
     ("ca", "import-chain"): "manage_ca",
     ("ca", "audit-key"): "manage_ca",
     ("operator", "add"): "manage_operators",
+    ("audit", "revoke"): "revoke",
+    ("crl", ""): "revoke",
 }
 
 
 def _check_admin(args: argparse.Namespace) -> None:
     """Refuse (and log) an admin command unless an admin is named; sets ``args.acting``."""
-    sub = getattr(args, "ca_command", None) or getattr(args, "operator_command", None)
+    sub = (getattr(args, "ca_command", None) or getattr(args, "operator_command", None)
+           or getattr(args, "audit_command", None))
     action_name = _ADMIN_COMMANDS.get((args.command, sub or ""))
     args.acting = None
     if action_name is None:
@@ -144,7 +182,11 @@ def _check_admin(args: argparse.Namespace) -> None:
     from station.audit import open_audit_store
     from station.roles import Action
 
-    db = getattr(args, "db", None) if args.command == "operator" else args.station_db
+    db = getattr(args, "db", None) if args.command in ("operator", "audit") else args.station_db
+    if not db and args.command == "crl":
+        from station.config import load_config
+
+        db = load_config(args.config).database_url
     if not db:
         raise SystemExit(f"station {args.command} {sub}: an admin command needs the station's audit "
                          "database (--station-db DB or STATION_DB) to check who you are")
@@ -197,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     ports.add_argument("--vid", type=_hex, help="USB vendor id, hex")
     ports.add_argument("--pid", type=_hex, help="USB product id, hex")
     ports.set_defaults(func=_cmd_ports)
+
+    crl = sub.add_parser("crl", help="sign a CRL of the revoked certificates in the HSM (quality or "
+                                     "admin, with --as)")
+    crl.add_argument("--config", type=Path, required=True, help="station configuration (TOML)")
+    crl.add_argument("--out", type=Path, required=True, help="the CRL file (DER; .pem for PEM)")
+    crl.add_argument("--days", type=int, default=7, help="until the next CRL is due (default 7)")
+    crl.set_defaults(func=_cmd_crl)
 
     operator = sub.add_parser("operator", help="the station's operators and their roles")
     op_sub = operator.add_subparsers(dest="operator_command", required=True)

@@ -19,6 +19,8 @@ class Action(enum.StrEnum):
     MANAGE_CA = "manage_ca"
     """Create the issuing CA key, produce its CSR, import its chain."""
     MANAGE_OPERATORS = "manage_operators"
+    REVOKE = "revoke"
+    """Revoke a unit's certificate and publish the CRL (two steps: a serial and a reason)."""
 
 
 PERMISSIONS: Final[dict[Action, frozenset[str]]] = {
@@ -28,6 +30,7 @@ PERMISSIONS: Final[dict[Action, frozenset[str]]] = {
     Action.LEAVE_KIOSK: frozenset({"admin"}),
     Action.MANAGE_CA: frozenset({"admin"}),
     Action.MANAGE_OPERATORS: frozenset({"admin"}),
+    Action.REVOKE: frozenset({"quality", "admin"}),
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from hsm.ca import load_chain
+from hsm.ca import Revoked, load_chain, signed_crl
 from hsm.errors import HsmConfigError, HsmError, IssuanceRefused, KeyNotFound, ProfileError
 from hsm.issuer import Identity, Issuer
 from hsm.keys import CaKey, audit_key_label
@@ -213,6 +213,14 @@ class HsmSigner:
             return self._issuer.sign(prepared.tbs_der)
         except HsmError as exc:
             raise to_station_error(exc, step="sign") from exc
+
+    def sign_crl(self, revoked: list[Revoked], *, days: int = 7) -> bytes:
+        """A CRL (DER) of ``revoked``, signed in the HSM by the issuing CA key."""
+        try:
+            crl = signed_crl(self._issuer.ca_key, self._issuer.chain[0], revoked, days=days)
+        except HsmError as exc:
+            raise to_station_error(exc, step="crl") from exc
+        return crl.public_bytes(serialization.Encoding.DER)
 
     def chain(self) -> Sequence[bytes]:
         """The CA chain (DER), issuing CA first."""

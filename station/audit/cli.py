@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hsm.ca import REVOCATION_REASONS
 from station.audit.checkpoint import read_checkpoints
 from station.audit.store import SqlAuditStore
 from station.audit.verify import VerifyResult, verify_chain
@@ -46,6 +47,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="signed checkpoints kept off the station: the log must reach and match "
                              "every one (catches an older copy of the database put back)")
     verify.set_defaults(func=cmd_verify)
+
+    revoke = sub.add_parser("revoke", help="revoke a unit's certificate (quality or admin, with --as)")
+    revoke.add_argument("--db", required=True)
+    revoke.add_argument("--serial", required=True, help="unit serial number or certificate serial (hex)")
+    revoke.add_argument("--reason", required=True, choices=sorted(REVOCATION_REASONS),
+                        help="RFC 5280 reason")
+    revoke.add_argument("--note", default="", help="why, in words (recorded in the log)")
+    revoke.set_defaults(func=cmd_revoke)
 
     show = sub.add_parser("show", help="one unit and its timeline, by unit or certificate serial")
     show.add_argument("--db", required=True)
@@ -158,6 +167,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(result.summary())
     return 0 if result.ok else 1
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke for good; the acting operator (``--as``, checked by the CLI) is recorded."""
+    from station.audit import open_audit_store
+
+    store = open_audit_store(args.db, station_id="cli")
+    try:
+        unit = store.revoke(args.serial, reason=args.reason, operator=args.acting or "unknown",
+                            note=args.note)
+    except ValueError as exc:
+        print(f"not revoked: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"revoked the certificate {unit.cert_serial} of unit {unit.unit_id} ({unit.serial_number}); "
+          "publish a new CRL (station crl) so verifiers learn of it")
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

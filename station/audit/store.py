@@ -1249,6 +1249,41 @@ class SqlAuditStore:
                     error_code=ev.error_code, error_message=ev.error_message, hash=ev.hash,
                 )
 
+    def revoke(self, serial: str, *, reason: str, operator: str, note: str = "") -> UnitRecord:
+        """Mark the certificate of the unit with this unit or certificate serial as revoked.
+
+        For good: the unit's status becomes ``revoked`` and a ``revoked`` event records who, when
+        and why; the next CRL lists it (:meth:`revoked_certificates`). Refused for a unit without a
+        certificate and for one already revoked."""
+        unit = self.get_unit_by_serial(serial)
+        if unit is None:
+            raise ValueError(f"no unit with serial or certificate serial {serial!r}")
+        if unit.cert_der is None or unit.cert_serial is None:
+            raise ValueError(f"unit {unit.unit_id} has no certificate to revoke")
+        if unit.status is UnitStatus.REVOKED:
+            raise ValueError(f"the certificate of unit {unit.unit_id} is already revoked")
+        with self._write("revoke", unit_id=unit.unit_id) as s:
+            row = self._unit_row(s, unit.unit_id)
+            if row.status == UnitStatus.REVOKED:  # revoked meanwhile by another station
+                raise ValueError(f"the certificate of unit {unit.unit_id} is already revoked")
+            self._update_unit(s, unit.unit_id, status=str(UnitStatus.REVOKED))
+            self._append(
+                s, kind="revoked", unit_id=unit.unit_id, work_order=row.wo_number, operator=operator,
+                outcome="ok", detail={"status": UnitStatus.REVOKED, "cert_serial": row.cert_serial,
+                                      "reason": reason, "note": note},
+            )
+            return self._record_of_row(self._unit_row(s, unit.unit_id))
+
+    def revoked_certificates(self) -> list[tuple[str, datetime, str]]:
+        """(certificate serial hex, when revoked, reason) of every revoked certificate, oldest first."""
+        out = []
+        with self._read() as s:
+            for ev in s.scalars(select(EventRow).where(EventRow.kind == "revoked").order_by(EventRow.seq)):
+                detail = json.loads(ev.detail_json)
+                out.append((str(detail["cert_serial"]), datetime.fromisoformat(ev.occurred_at),
+                            str(detail.get("reason", "unspecified"))))
+        return out
+
     def record_checkpoint(self, sign: Callable[[bytes], tuple[bytes, bytes]]) -> Checkpoint:
         """Sign the chain head as it stands and record it (a row and a ``checkpoint`` event).
 

@@ -38,7 +38,8 @@ ProgressCallback = Callable[[int, int], None]
 _TRACKED: Final = ("status", "serial_number", "hardware_id", "cert_serial", "public_key_sha256",
                    "tbs_sha256", "cert_sha256")
 _STATE_KINDS: Final = frozenset(
-    {"unit_started", "serial_reserved", "intent", "issued", "completed", "failed", "interrupted", "resumed"}
+    {"unit_started", "serial_reserved", "intent", "issued", "completed", "failed", "interrupted", "resumed",
+     "revoked"}
 )
 """Events that change a unit row; their hashed detail is what the row must equal. (A refusal event
 names the values that were refused, so it must not count.)"""
