@@ -43,8 +43,12 @@ class Station:
     """Units a previous run left mid-flight (settled at start-up, shown to the operator)."""
 
     def slot_runs(self, slots: Sequence[SlotConfig], *, operator: str, work_order: WorkOrder,
-                  policy: LinkPolicy | None = None) -> list[SlotRun]:
-        """One :class:`SlotRun` per slot, each opening its own serial link when it starts."""
+                  policy: LinkPolicy | None = None,
+                  expected_hardware_ids: Sequence[str | None] | None = None) -> list[SlotRun]:
+        """One :class:`SlotRun` per slot, each opening its own serial link when it starts.
+
+        ``expected_hardware_ids`` (per slot): retries that must find the same unit in the slot."""
+        expected = list(expected_hardware_ids or [None] * len(slots))
 
         def opener(slot: SlotConfig) -> DeviceLink:
             return SerialDeviceLink(slot.port, baudrate=slot.baud, slot=slot.name, policy=policy)
@@ -52,10 +56,10 @@ class Station:
         return [
             SlotRun(
                 job=SlotJob(station=self.station_id, slot=s.name, port=s.port, operator=operator,
-                            work_order=work_order),
+                            work_order=work_order, expected_hardware_id=hw),
                 open_link=lambda s=s: opener(s),  # type: ignore[misc]
             )
-            for s in slots
+            for s, hw in zip(slots, expected, strict=True)
         ]
 
     checkpoints: Checkpoints | None = None

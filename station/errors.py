@@ -145,6 +145,11 @@ CRITICAL_CODES: frozenset[str] = frozenset({"pop_failed", "csr_key_mismatch"})
 """Device failures that make the unit's identity suspect (a clone, a key it cannot prove)."""
 
 
+_CODE_HINTS: dict[str, str] = {
+    "identity_changed": "Put back the unit that failed, or acknowledge the failure to start a new one.",
+}
+"""What to do next for codes whose class's general advice does not fit."""
+
 _CRITICAL_HINTS: dict[str, str] = {
     "pop_failed": "Set the device aside and call quality: its certificate will be revoked.",
     "csr_key_mismatch": "Set the device aside and call quality: it asked for a certificate for a "
@@ -165,6 +170,6 @@ def technician_message(error: StationError, step: str | None = None) -> tuple[st
     step_words = _STEP_WORDS.get(step_name, step_name.replace("_", " ") or "provisioning")
     for cls, template, hint in _MESSAGES:
         if isinstance(error, cls):
-            hint = _CRITICAL_HINTS.get(error.code, hint)  # a suspect identity: quality decides
+            hint = _CRITICAL_HINTS.get(error.code, _CODE_HINTS.get(error.code, hint))
             return template.format(step=step_words, detail=error.message), hint
     raise AssertionError("unreachable: StationError is the last row")  # pragma: no cover

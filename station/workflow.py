@@ -91,6 +91,9 @@ class SlotJob:
     port: str
     operator: str
     work_order: WorkOrder
+    expected_hardware_id: str | None = None
+    """A retry of a failed attempt: the unit in the slot must still be this one (HMI.md: a retry
+    never picks a new target), else the attempt stops at identification (``identity_changed``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +210,11 @@ class Provisioner:
             attempt.device = device
             detail.update(hardware_id=device.hardware_id, model=device.model,
                           firmware=device.firmware_version, lifecycle=str(device.lifecycle))
+            expected = job.expected_hardware_id
+            if expected and device.hardware_id != expected:
+                raise DeviceMisbehaved(
+                    f"a different unit is in the slot (hardware id {device.hardware_id}, the retry "
+                    f"is for {expected})", code="identity_changed", slot=job.slot)
 
         # An issued-but-not-installed certificate for this hardware id is re-sent, never re-signed.
         resumable = audit.issued_certificate_for(device.hardware_id)

@@ -177,12 +177,15 @@ class LineController(QObject):
             self.notice.emit(reason or "Cannot start.", "attention")
             return False
         slot = self._slots[row]
+        # Starting a FAIL again (without acknowledging it) retries that unit: only that unit.
+        retry_of = view.hardware_id if view.state is SlotState.FAIL and view.hardware_id else None
         run = self.station.slot_runs([slot], operator=self.session.operator.badge_id,
-                                     work_order=self.work_order, policy=self._policy)[0]
+                                     work_order=self.work_order, policy=self._policy,
+                                     expected_hardware_ids=[retry_of])[0]
         self.slot_model.set_view(row, SlotView(
             name=view.name, port=view.port, state=SlotState.RUNNING, step="connect", step_no=1,
             step_total=len(STEP_ORDER), label=view.label, attempts=view.attempts + 1,
-            started=time.monotonic()))
+            hardware_id=retry_of or "", started=time.monotonic()))
         self._threads[slot.name].request.emit(run)
         return True
 
@@ -223,8 +226,11 @@ class LineController(QObject):
         row = self.slot_model.row_of(result.slot)
         view = self.slot_model.view(row)
         elapsed = time.monotonic() - view.started if view.started else 0.0
+        # After "a different unit is in the slot", a retry still wants the unit that failed first.
+        hardware_id = view.hardware_id if result.error_code == "identity_changed" and view.hardware_id \
+            else result.hardware_id or ""
         common = dict(name=view.name, port=view.port, label=view.label, attempts=view.attempts,
-                      unit_serial=result.unit_serial or "", hardware_id=result.hardware_id or "",
+                      unit_serial=result.unit_serial or "", hardware_id=hardware_id,
                       elapsed_s=elapsed, unit_id=result.unit_id, started=time.monotonic())
         if result.ok:
             new = SlotView(state=SlotState.PASS, **common)  # type: ignore[arg-type]

@@ -116,6 +116,36 @@ def test_the_sites_scanner_prefix_and_label_pattern_apply(qtbot: QtBot, make_win
     qtbot.waitUntil(lambda: window.controller.slot_model.view(0).label == "SN12345678")
 
 
+def test_a_retry_from_fail_is_for_the_same_unit(qtbot: QtBot, make_window: WindowFactory,
+                                               monkeypatch: object) -> None:
+    """Starting a FAIL again (Start all, without acknowledging it: a click on the tile acknowledges)
+    retries that unit only: the job carries the hardware id that failed; the same unit, rebooted,
+    then passes."""
+    window = make_window([Faults(reboot_at="get_csr")])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    model = window.controller.slot_model
+    tile = window.line.grid.tiles[0]
+    qtbot.mouseClick(tile, QtNS.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.FAIL, timeout=LONG)
+    failed_hw = model.view(0).hardware_id
+    assert failed_hw
+    station = window.controller.station
+    asked: list[object] = []
+    real = station.slot_runs
+
+    def spy(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("expected_hardware_ids"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(station, "slot_runs", spy)  # type: ignore[attr-defined]
+    qtbot.mouseClick(window.line.start_all, QtNS.MouseButton.LeftButton)  # the FAIL again: a retry
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.PASS, timeout=LONG)
+    assert asked == [[failed_hw]]
+    assert model.view(0).hardware_id == failed_hw
+
+
 def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,
                                                             make_window: WindowFactory) -> None:
     window = make_window([None])

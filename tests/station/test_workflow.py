@@ -116,6 +116,23 @@ def test_clone_with_another_units_key_is_refused_before_signing(parts) -> None: 
     assert len(signer.signed) == 1
 
 
+def test_a_retry_stops_if_another_unit_is_in_the_slot(parts) -> None:  # type: ignore[no-untyped-def]
+    """HMI.md: a retry never picks a new target. The unit that failed was swapped for another: the
+    retry stops at identification, before anything is written to the new unit or signed."""
+    signer, _, provisioner = parts
+    newcomer = FakeDevice()
+    retry = SlotJob(station="st-1", slot="1", port="/dev/fake1", operator="op-1", work_order=WO,
+                    expected_hardware_id="00c0ffee00000001")
+    result = provisioner.provision(retry, lambda: FakeLink(newcomer))
+    assert not result.ok and result.error_code == "identity_changed"
+    assert result.failed_step is Step.IDENTIFY
+    assert "00c0ffee00000001" in (result.message or "") and "Put back the unit" in (result.hint or "")
+    assert newcomer.calls == ["hello", "close"] and signer.signed == []
+    same = SlotJob(station="st-1", slot="1", port="/dev/fake1", operator="op-1", work_order=WO,
+                   expected_hardware_id=newcomer.hardware_id)
+    assert provisioner.provision(same, lambda: FakeLink(newcomer)).ok  # the same unit: goes on
+
+
 def test_wrong_proof_of_possession_fails_and_is_not_locked(parts) -> None:  # type: ignore[no-untyped-def]
     _, store, provisioner = parts
     device = FakeDevice(wrong_pop=True)
