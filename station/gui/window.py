@@ -8,15 +8,17 @@ admin role.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 from cryptography import x509
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QCloseEvent, QKeyEvent
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -328,16 +330,21 @@ class MainWindow(QMainWindow):
         self.session.changed.connect(self._on_session)
         self.session.refused.connect(lambda text: self.line.notice.show_notice(text, "alarm"))
         scanner.scanned.connect(self.route_scan)
-        for keys, slot in (("F5", controller.start_all), ("F9", self.open_audit),
-                           ("F10", self.open_admin), ("F12", lambda: self.session.sign_out("user"))):
-            QShortcut(QKeySequence(keys), self, activated=slot)  # type: ignore[call-overload]
+        keys: dict[tuple[int, Qt.KeyboardModifier], Callable[[], object]] = {
+            (Qt.Key.Key_F5, _NO_MODS): controller.start_all,
+            (Qt.Key.Key_F9, _NO_MODS): self.open_audit,
+            (Qt.Key.Key_F10, _NO_MODS): self.open_admin,
+            (Qt.Key.Key_F12, _NO_MODS): lambda: self.session.sign_out("user"),
+        }
         for n in range(min(9, controller.slot_model.rowCount())):
-            QShortcut(QKeySequence(f"Ctrl+{n + 1}"), self,  # type: ignore[call-overload]
-                      activated=lambda n=n: self.line._tile_activated(n))
+            keys[(Qt.Key.Key_1 + n, Qt.KeyboardModifier.ControlModifier)] = \
+                functools.partial(self.line._tile_activated, n)
+        self.station_keys = StationKeys(self, keys, self)
         self.activity = ActivityFilter(self.session, self)
         self.kiosk_guard = KioskGuard(self, self)
         app = QApplication.instance()
         if app is not None:
+            app.installEventFilter(self.station_keys)
             app.installEventFilter(scanner)
             app.installEventFilter(self.activity)
             app.installEventFilter(self.kiosk_guard)
@@ -455,6 +462,39 @@ _QUIT_KEYS = {
     (Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier): "Ctrl+Q",
     (Qt.Key.Key_W, Qt.KeyboardModifier.ControlModifier): "Ctrl+W",
 }
+
+
+_NO_MODS: Final = Qt.KeyboardModifier.NoModifier
+
+
+class StationKeys(QObject):
+    """Application-level filter for the station's function keys (F5 start all, F9 audit, F10
+    configuration, F12 sign out, Ctrl+1..9 a slot).
+
+    Not QShortcuts: a shortcut needs a focused widget in an active window, and right after a scan
+    changes the page or enables the buttons there briefly is none, so an F5 pressed then was lost.
+    A key pressed anywhere in the window works, whatever has the focus."""
+
+    def __init__(self, window: QWidget, keys: dict[tuple[int, Qt.KeyboardModifier], Callable[[], object]],
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._window = window
+        self._keys = keys
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
+        if event.type() != QEvent.Type.KeyPress or not isinstance(watched, QWidget):
+            return False
+        if watched is not self._window and watched.window() is not self._window:
+            return False  # another window's keys (a dialog) are its own
+        assert isinstance(event, QKeyEvent)
+        mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                    | Qt.KeyboardModifier.ShiftModifier)
+        action = self._keys.get((event.key(), Qt.KeyboardModifier(mods)))
+        if action is None or event.isAutoRepeat():
+            return False
+        action()
+        event.accept()
+        return True
 
 
 class KioskGuard(QObject):

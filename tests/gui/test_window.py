@@ -146,6 +146,25 @@ def test_a_retry_from_fail_is_for_the_same_unit(qtbot: QtBot, make_window: Windo
     assert model.view(0).hardware_id == failed_hw
 
 
+def test_function_keys_work_right_after_a_scan(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """F5 pressed the moment the work order's scan ends starts the line (a known gap: with
+    QShortcuts it was lost while nothing had the focus); Ctrl+2 starts slot 2 alone; F12 signs out."""
+    window = make_window([None, None, None])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.keyClick(window, QtNS.Key.Key_2, QtNS.KeyboardModifier.ControlModifier)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: model.view(1).state is SlotState.PASS, timeout=LONG)
+    assert model.view(0).state is SlotState.IDLE and model.view(2).state is SlotState.IDLE
+    scan(qtbot, window, "WO-DEMO-1001")  # the same work order again, then at once F5
+    qtbot.keyClick(window, QtNS.Key.Key_F5)
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.PASS and model.view(2).state is
+                    SlotState.PASS, timeout=LONG)
+    qtbot.waitUntil(lambda: model.view(1).state is not SlotState.RUNNING, timeout=LONG)
+    qtbot.keyClick(window, QtNS.Key.Key_F12)
+    qtbot.waitUntil(lambda: window.session.operator is None)
+
+
 def test_manual_entry_at_human_speed_is_handled_like_a_scan(qtbot: QtBot,
                                                             make_window: WindowFactory) -> None:
     window = make_window([None])
