@@ -22,6 +22,9 @@ _ACTION_WORDS = {
     Action.VIEW_AUDIT: "open the audit view",
     Action.CONFIGURE: "open configuration",
     Action.LEAVE_KIOSK: "leave the kiosk",
+    Action.REVOKE: "revoke a certificate",
+    Action.MANAGE_CA: "manage the CA",
+    Action.MANAGE_OPERATORS: "manage operators",
 }
 
 

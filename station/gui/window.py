@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.errors import StationError
 from station.gui import theme
 from station.gui.controller import LineController
 from station.gui.models import VIEW_ROLE
@@ -212,13 +213,14 @@ class LinePage(QWidget):
 
 
 class QualityPage(QWidget):
-    """Read-only audit view for the quality role (issue 6's AuditView when installed)."""
+    """The audit view for the quality role (issue 6's AuditView when installed): read-only, but for
+    revoking a certificate, which the role allows (two steps and a reason, logged)."""
 
     def __init__(self, controller: LineController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         box = QVBoxLayout(self)
         top = QHBoxLayout()
-        top.addWidget(_label("Audit log (read-only)", size=26, bold=True))
+        top.addWidget(_label("Audit log", size=26, bold=True))
         top.addStretch(1)
         self.back = QPushButton("Line view")
         self.sign_out_button = QPushButton("Sign out (F12)")
@@ -389,8 +391,22 @@ class MainWindow(QMainWindow):
             self.quality.sign_out_button.clicked.connect(lambda: self.session.sign_out("user"))
             self.pages.addWidget(self.quality)
         self.quality.back.setVisible(self.session.may(Action.PROVISION))
+        detail = getattr(self.quality.view, "detail", None)
+        if detail is not None and hasattr(detail, "revoker"):
+            detail.revoker = self._revoke if self.session.may(Action.REVOKE) else None
         self.pages.setCurrentWidget(self.quality)
         return True
+
+    def _revoke(self, cert_serial: str, reason: str, note: str) -> str | None:
+        """The audit view's revocation, by the signed-in operator; None once done."""
+        if not self.session.require(Action.REVOKE, where="audit view") or self.session.operator is None:
+            return "your role may not revoke certificates"
+        try:
+            self.controller.station.store.revoke(cert_serial, reason=reason, note=note,
+                                                 operator=self.session.operator.badge_id)
+        except (ValueError, StationError) as exc:
+            return str(exc)
+        return None
 
     def _quality_back(self) -> None:
         if self.session.may(Action.PROVISION):

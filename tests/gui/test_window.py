@@ -264,6 +264,47 @@ def test_quality_sees_audit_page_and_technician_is_refused(qtbot: QtBot,
     assert ("view_audit", "audit page") in [(r["action"], r["where"]) for r in _refusals(window)]
 
 
+def test_quality_revokes_a_certificate_in_two_steps(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """HMI.md: revocation takes two steps and a reason, is limited by role and is logged."""
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    window = make_window([None])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    qtbot.keyClick(window, QtNS.Key.Key_F5)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.PASS, timeout=LONG)
+    window.session.sign_out("user")
+    sign_in(qtbot, window, "B-2001", "2345")
+    qtbot.waitUntil(lambda: isinstance(window.current_page(), QualityPage))
+    view = window.quality.view  # type: ignore[union-attr]
+    view.apply_filters()  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: view.model.rowCount() == 1)  # type: ignore[attr-defined]
+    view.table.selectRow(0)  # type: ignore[attr-defined]
+    detail = view.detail  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: detail.revoke_button.isVisible())
+    qtbot.mouseClick(detail.revoke_button, QtNS.MouseButton.LeftButton)  # step one
+    dialog = detail.dialog
+    assert dialog is not None and dialog.isVisible()
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert not ok.isEnabled()  # a note and the confirmation first
+    dialog.note.setText("proof of possession failed at rework")
+    dialog.reason.setCurrentText("key_compromise")
+    assert not ok.isEnabled()
+    dialog.confirm.setChecked(True)
+    assert ok.isEnabled()
+    qtbot.mouseClick(ok, QtNS.MouseButton.LeftButton)  # step two
+    store = window.controller.station.store
+    unit = next(iter(store.list_units()))
+    assert unit.status is UnitStatus.REVOKED
+    revoked = [e for e in store.events() if e.kind == "revoked"]
+    assert [(e.operator, e.detail["reason"], e.detail["note"]) for e in revoked] == [
+        ("B-2001", "key_compromise", "proof of possession failed at rework")]
+    assert not detail.revoke_button.isVisible()  # nothing left to revoke
+    assert "REVOKED" in detail.unit_labels["status"].text()
+
+
 def test_window_stays_responsive_while_a_device_hangs(qtbot: QtBot, make_window: WindowFactory) -> None:
     window = make_window([Faults(silent_at="generate_key"), None])
     sign_in(qtbot, window)

@@ -6,18 +6,25 @@ by the view's Verify button).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -25,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from hsm.ca import REVOCATION_REASONS
 from station.audit.store import SqlAuditStore
 from station.gui.theme import GREEN, RED
 from station.reports.query import AuditQuery, UnitDetail
@@ -62,6 +70,47 @@ def _selectable(label: QLabel) -> QLabel:
     return label
 
 
+Revoker = Callable[[str, str, str], str | None]
+"""``(certificate serial, reason, note)`` -> None once revoked, or why it was not (in words)."""
+
+
+class RevokeDialog(QDialog):
+    """The second step of a revocation (HMI.md: two steps and a reason): reason, note, confirmation."""
+
+    def __init__(self, unit_title: str, cert_serial: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Revoke certificate")
+        self.setObjectName("revokeDialog")
+        self.setMinimumWidth(640)
+        self.reason = QComboBox()
+        self.reason.addItems(sorted(REVOCATION_REASONS))
+        self.reason.setCurrentText("key_compromise")
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("Why, in words (required; it goes into the audit log)")
+        self.confirm = QCheckBox("Revoke for good: the next CRL lists this certificate")
+        form = QFormLayout()
+        form.addRow("Unit:", QLabel(unit_title))
+        form.addRow("Certificate serial:", _selectable(QLabel(cert_serial)))
+        form.addRow("Reason:", self.reason)
+        form.addRow("Note:", self.note)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Revoke")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        box = QVBoxLayout(self)
+        box.addLayout(form)
+        box.addWidget(self.confirm)
+        box.addWidget(self.buttons)
+        for signal in (self.note.textChanged, self.confirm.toggled):
+            signal.connect(self._update)
+        self._update()
+
+    def _update(self) -> None:
+        ready = self.confirm.isChecked() and bool(self.note.text().strip())
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ready)
+
+
 class UnitDetailPane(QWidget):
     """Shows one unit; :meth:`show_unit` loads it (a handful of indexed queries)."""
 
@@ -70,6 +119,13 @@ class UnitDetailPane(QWidget):
         self._query = query
         self._store = store
         self.detail: UnitDetail | None = None
+        self.revoker: Revoker | None = None
+        """Set by the window for an operator who may revoke (quality, admin)."""
+        self.dialog: RevokeDialog | None = None
+        self.revoke_button = QPushButton("Revoke certificate\u2026")
+        self.revoke_button.setObjectName("revokeButton")
+        self.revoke_button.setVisible(False)
+        self.revoke_button.clicked.connect(self._ask_revoke)
         self.title = QLabel("Select a unit to see its detail")
         font = QFont(self.title.font())
         font.setBold(True)
@@ -121,8 +177,18 @@ class UnitDetailPane(QWidget):
         head = QHBoxLayout()
         head.addWidget(self.title, 1)
         head.addWidget(self.chain, 1)
+        head.addWidget(self.revoke_button)
         layout.addLayout(head)
         layout.addWidget(self.tabs, 1)
+
+    def _ask_revoke(self) -> None:
+        """The first step: open the dialog (non-modal for the event loop, modal for the operator)."""
+        if self.detail is None or self.detail.certificate is None:
+            return
+        self.dialog = RevokeDialog(self.title.text(), self.detail.certificate.serial_hex, self)
+        self.dialog.setModal(True)
+        self.dialog.accepted.connect(lambda: _revoke_flow(self))
+        self.dialog.open()
 
     def show_unit(self, unit_id: int) -> UnitDetail | None:
         detail = self._query.unit_detail(unit_id, self._store)
@@ -155,6 +221,8 @@ class UnitDetailPane(QWidget):
             self.chain.setStyleSheet(f"color: {RED}; font-weight: bold")
 
         cert = detail.certificate
+        self.revoke_button.setVisible(self.revoker is not None and cert is not None
+                                      and u["status"] != "revoked")
         if cert is None:
             for label in self.cert_labels.values():
                 label.setText("-")
@@ -185,6 +253,18 @@ class UnitDetailPane(QWidget):
             for e in detail.events
         ])
         return detail
+
+
+def _revoke_flow(pane: UnitDetailPane) -> None:
+    """After the dialog: revoke through the window's revoker, then show the unit again."""
+    detail, dialog, revoker = pane.detail, pane.dialog, pane.revoker
+    if detail is None or dialog is None or revoker is None or detail.certificate is None:
+        return
+    problem = revoker(detail.certificate.serial_hex, dialog.reason.currentText(), dialog.note.text().strip())
+    if problem is not None:
+        pane.title.setText(f"Not revoked: {problem}")
+        return
+    pane.show_unit(int(detail.unit["id"]))
 
 
 def _when(value: object) -> str:
