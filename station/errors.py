@@ -141,6 +141,14 @@ _MESSAGES: tuple[tuple[type[StationError], str, str], ...] = (
 )
 
 
+TRANSIENT_CODES: frozenset[str] = frozenset({"device_timeout", "bad_link", "device_rebooted"})
+"""Link failures worth one more try on the same unit (HMI.md: parallel runs fail more than single
+ones): a lost answer, garbled frames, a device that restarted. An unplugged device, a refusal or a
+wrong answer is not retried: a person has to look."""
+
+AUTO_RETRIES: int = 2
+"""How many times a transient failure is requeued automatically, each attempt logged."""
+
 CRITICAL_CODES: frozenset[str] = frozenset({"pop_failed", "csr_key_mismatch"})
 """Device failures that make the unit's identity suspect (a clone, a key it cannot prove)."""
 

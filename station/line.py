@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from station.domain import Step, UnitRecord, WorkOrder
-from station.errors import AuditWriteFailed
+from station.errors import AUTO_RETRIES, TRANSIENT_CODES, AuditWriteFailed
 from station.ports import AuditStore, DeviceLink, PreparedCertificate
 from station.workflow import ProgressCallback, Provisioner, SlotJob, UnitResult
 
@@ -332,19 +332,31 @@ class Line:
         *,
         on_progress: ProgressCallback | None = None,
         on_result: Callable[[UnitResult], None] | None = None,
+        retries: int = AUTO_RETRIES,
     ) -> list[UnitResult]:
-        """Provision every slot once; results come back in slot order."""
+        """Provision every slot; results come back in slot order.
+
+        A transient link failure (:data:`~station.errors.TRANSIENT_CODES`) is tried again on the same
+        unit up to ``retries`` times; every attempt is its own recorded result (``on_result``)."""
         if not slots:
             return []
 
         def work(run: SlotRun) -> UnitResult:
-            result = self._provisioner.provision(run.job, run.open_link, on_progress)
-            if on_result is not None:
-                try:
-                    on_result(result)
-                except Exception:  # a display callback must never lose a slot's result
-                    log.exception("result callback failed for slot %s", run.job.slot)
-            return result
+            job = run.job
+            for attempt in range(retries + 1):
+                result = self._provisioner.provision(job, run.open_link, on_progress)
+                if on_result is not None:
+                    try:
+                        on_result(result)
+                    except Exception:  # a display callback must never lose a slot's result
+                        log.exception("result callback failed for slot %s", job.slot)
+                if result.ok or result.error_code not in TRANSIENT_CODES or attempt == retries:
+                    return result
+                log.info("slot %s: %s, trying the same unit again (%d of %d)", job.slot,
+                         result.error_code, attempt + 1, retries)
+                if result.hardware_id:
+                    job = replace(job, expected_hardware_id=result.hardware_id)
+            raise AssertionError("unreachable")  # pragma: no cover
 
         with ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="slot") as pool:
             return list(pool.map(work, slots))

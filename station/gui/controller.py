@@ -20,7 +20,7 @@ from station.app import Station
 from station.audit import WorkOrderCounts
 from station.config import SlotConfig
 from station.domain import STEP_ORDER, UnitStatus, WorkOrder
-from station.errors import StationError
+from station.errors import AUTO_RETRIES, TRANSIENT_CODES, StationError
 from station.gui.models import ResultRow, ResultsModel, SlotListModel, TimelineModel, step_words
 from station.gui.session import Session
 from station.gui.slots import SlotState, SlotView
@@ -31,6 +31,9 @@ from station.transport import LinkPolicy
 from station.workflow import UnitResult
 
 log = logging.getLogger(__name__)
+
+_RETRY_DELAY_MS = 500
+"""A moment before a transient failure is tried again (the technician sees why first)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,7 +187,8 @@ class LineController(QObject):
                                      expected_hardware_ids=[retry_of])[0]
         self.slot_model.set_view(row, SlotView(
             name=view.name, port=view.port, state=SlotState.RUNNING, step="connect", step_no=1,
-            step_total=len(STEP_ORDER), label=view.label, attempts=view.attempts + 1,
+            step_total=len(STEP_ORDER), label=view.label,
+            attempts=view.attempts + 1 if view.state is SlotState.FAIL else 1,  # at this unit
             hardware_id=retry_of or "", started=time.monotonic()))
         self._threads[slot.name].request.emit(run)
         return True
@@ -243,6 +247,11 @@ class LineController(QObject):
                            **common)  # type: ignore[arg-type]
             self.failed_today += 1
         self.slot_model.set_view(row, new)
+        if (not result.ok and result.error_code in TRANSIENT_CODES and view.attempts <= AUTO_RETRIES
+                and self.blocked_reason() is None):
+            # HMI.md: a transient link failure is requeued automatically, a bounded number of
+            # times, on the same unit (start_slot retries a FAIL with its hardware id).
+            QTimer.singleShot(_RETRY_DELAY_MS, lambda: self._auto_retry(row, result))
         if view.label and result.unit_id is not None:
             try:
                 self.station.store.record_event(
@@ -256,6 +265,13 @@ class LineController(QObject):
         self._refresh_blocked()
         self.banner_changed.emit()
         self.result_added.emit(result)
+
+    def _auto_retry(self, row: int, result: UnitResult) -> None:
+        view = self.slot_model.view(row)
+        if view.state is SlotState.FAIL and view.error_code == result.error_code:  # not acknowledged
+            self.notice.emit(f"Slot {view.name}: {result.error_code.replace('_', ' ')}, trying the "
+                             f"same unit again (attempt {view.attempts + 1}).", "attention")
+            self.start_slot(row)
 
     # -- housekeeping ----------------------------------------------------------------------------
 

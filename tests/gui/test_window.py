@@ -146,6 +146,25 @@ def test_a_retry_from_fail_is_for_the_same_unit(qtbot: QtBot, make_window: Windo
     assert model.view(0).hardware_id == failed_hw
 
 
+def test_a_transient_failure_is_tried_again_by_itself(qtbot: QtBot, make_window: WindowFactory) -> None:
+    """HMI.md: transient link failures are requeued automatically, a bounded number of times: a
+    unit that restarts mid-session is tried again on its own and passes on its second attempt."""
+    window = make_window([Faults(reboot_at="get_csr")])
+    sign_in(qtbot, window)
+    scan(qtbot, window, "WO-DEMO-1001")
+    qtbot.waitUntil(lambda: window.controller.work_order is not None)
+    notices: list[str] = []
+    window.controller.notice.connect(lambda text, level: notices.append(text))
+    qtbot.keyClick(window, QtNS.Key.Key_F5)
+    model = window.controller.slot_model
+    qtbot.waitUntil(lambda: model.view(0).state is SlotState.PASS, timeout=LONG)
+    assert model.view(0).attempts == 2
+    assert any("trying the same unit again" in n for n in notices)
+    results = window.controller.results_model
+    codes = {results.row(n).result.error_code for n in range(results.rowCount())}
+    assert codes == {"device_rebooted", None}  # both attempts are listed
+
+
 def test_function_keys_work_right_after_a_scan(qtbot: QtBot, make_window: WindowFactory) -> None:
     """F5 pressed the moment the work order's scan ends starts the line (a known gap: with
     QShortcuts it was lost while nothing had the focus); Ctrl+2 starts slot 2 alone; F12 signs out."""

@@ -48,9 +48,29 @@ def station(tmp_path: Path, softhsm_ca: TestCa) -> Iterator[Station]:
         yield st
 
 
-def provision(station: Station, devices: list[VirtualDevice], wo: WorkOrder) -> list[UnitResult]:
+def provision(station: Station, devices: list[VirtualDevice], wo: WorkOrder, *, retries: int = 0,
+              seen: list[UnitResult] | None = None) -> list[UnitResult]:
+    """One attempt per slot unless ``retries`` (the line's own requeue of transient failures)."""
     slots = [SlotConfig(name=str(i), port=d.port) for i, d in enumerate(devices, start=1)]
-    return station.line.run(station.slot_runs(slots, operator="op-e2e", work_order=wo, policy=FAST))
+    return station.line.run(station.slot_runs(slots, operator="op-e2e", work_order=wo, policy=FAST),
+                            retries=retries, on_result=None if seen is None else seen.append)
+
+
+def test_transient_link_failures_are_tried_again_on_the_same_unit(station: Station) -> None:
+    """HMI.md: a transient failure (here a device that restarts mid-session) is requeued a bounded
+    number of times on the same unit, each attempt recorded; a silent device is given up on."""
+    seen: list[UnitResult] = []
+    with virtual_devices(2, faults=[Faults(reboot_at="get_csr"), Faults(silent_at="get_csr")],
+                         key_delay=0.02) as devices:
+        rebooted, silent = provision(station, devices, work_order(), retries=2, seen=seen)
+    assert rebooted.ok and not silent.ok
+    by_slot = {s: [r for r in seen if r.slot == s] for s in ("1", "2")}
+    assert [r.error_code for r in by_slot["1"]] == ["device_rebooted", None]
+    assert [r.error_code for r in by_slot["2"]] == ["device_timeout"] * 3  # 1 + 2 retries
+    assert len({r.hardware_id for r in by_slot["1"]}) == 1  # the same unit each time
+    for r in seen:
+        unit = station.store.get_unit(r.unit_id)  # type: ignore[arg-type]
+        assert unit is not None  # every attempt is in the log
 
 
 def test_sixteen_devices_in_parallel(station: Station, softhsm_ca: TestCa, tmp_path: Path) -> None:
