@@ -153,6 +153,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _audit_key_state(token: TokenSession, ca_label: str) -> str:
+    """Whether the token signs audit checkpoints (and that the key is a safe one)."""
+    try:
+        key = CaKey(token, label=audit_key_label(ca_label))
+    except HsmError as exc:
+        return f"missing or unusable ({exc.code}): checkpoints are off; add it with `ca audit-key`"
+    return f"present ({key.key_type}, sensitive, non-extractable)"
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     def body(token: TokenSession) -> int:
         cert_path = args.ca_dir / CA_CERT_FILE
@@ -165,6 +174,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"[{section}]")
             for k, v in values.items():
                 print(f"  {k}: {v}")
+            if section == "key":
+                print(f"  audit_checkpoint_key: {_audit_key_state(token, args.key_label)}")
         if st.certificate is None:
             print("  (no CA certificate in the CA directory)")
             return 1

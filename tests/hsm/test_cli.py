@@ -47,6 +47,7 @@ def test_ca_init_status_csr_import(
     assert run(["ca", "status", *common, "--key-label", "cli-root", "--ca-dir", str(ca_dir)]) == 0
     out = capsys.readouterr().out
     assert "extractable: False" in out and "days_to_expiry" in out and "matches_key: True" in out
+    assert "audit_checkpoint_key: present" in out
     assert softhsm_ca.pin not in out
 
     csr_path = tmp_path / "sub.csr"
@@ -147,7 +148,8 @@ def test_bad_pin_source_spec_does_not_echo(
 
 
 def test_ca_init_makes_the_audit_key_and_audit_key_adds_it_to_an_older_token(
-    softhsm_ca: TestCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    softhsm_ca: TestCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import secrets
 
@@ -165,6 +167,8 @@ def test_ca_init_makes_the_audit_key_and_audit_key_adds_it_to_an_older_token(
     finally:
         token.close()
     old = ["--key-label", "cli-old", "--ca-dir", str(tmp_path / "old")]
+    run(["ca", "status", *common, *old])  # no CA certificate yet: says so and fails, but reports
+    assert "audit_checkpoint_key: missing" in capsys.readouterr().out
     assert run(["ca", "audit-key", *common, *old]) == 0
     assert run(["ca", "audit-key", *common, *old]) == 1  # never a second one
     token = open_token(softhsm_ca.token_spec, softhsm_ca.pin_source())
