@@ -55,7 +55,7 @@ def close_window(window: MainWindow) -> None:
     window.controller.shutdown()
     app = QApplication.instance()
     if app is not None:
-        for f in (window.scanner, window.activity, window.kiosk_guard):
+        for f in (window.station_keys, window.scanner, window.activity, window.kiosk_guard):
             app.removeEventFilter(f)
 
 

@@ -116,14 +116,19 @@ def test_operator_change_is_seen_by_steps_of_later_batches(store: SqlAuditStore,
     assert verify_chain(store).ok
 
 
+def _nearly_full_store(tmp_path: Path) -> SqlAuditStore:
+    """A store whose file may grow to 60 pages (240 kB): a full disk, for real."""
+    path = tmp_path / "a.db"
+    open_audit_store(path, station_id=STATION).close()
+    return open_audit_store(path, station_id=STATION,
+                            pragmas=dict(DURABLE_PRAGMAS) | {"max_page_count": "60"})
+
+
 def test_a_failed_step_write_fails_the_whole_batch(tmp_path: Path, issuer: Issuer) -> None:
     """Disk full while a batch's events are written (they are written together, just before COMMIT):
     every write of the batch is lost, every caller of the batch is told so, issuing stops, and the
     chain on disk is whole."""
-    path = tmp_path / "a.db"
-    open_audit_store(path, station_id=STATION).close()
-    store = open_audit_store(path, station_id=STATION,
-                             pragmas=dict(DURABLE_PRAGMAS) | {"max_page_count": "60"})
+    store = _nearly_full_store(tmp_path)
     try:
         unit = _start(store, "hw-1")
         before = _kinds(store)
@@ -145,10 +150,7 @@ def test_a_read_inside_a_failing_batch_fails_the_batch(tmp_path: Path) -> None:
     """A read inside a batch first writes the batch's pending events (so it sees them); if that
     write fails, the read raises AuditWriteFailed, later writes of the batch are refused, and
     nothing of the batch is durable."""
-    path = tmp_path / "a.db"
-    open_audit_store(path, station_id=STATION).close()
-    store = open_audit_store(path, station_id=STATION,
-                             pragmas=dict(DURABLE_PRAGMAS) | {"max_page_count": "60"})
+    store = _nearly_full_store(tmp_path)
     try:
         unit = _start(store, "hw-1")
         before = _kinds(store)
